@@ -1,0 +1,61 @@
+//! The library's error type. Every variant says what went wrong and, where
+//! the user can act on it, what to do.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no usable GPU adapter found{filter}: {hint}")]
+    NoAdapter { filter: AdapterFilter, hint: String },
+
+    #[error("could not create a device on adapter '{adapter}': {message}")]
+    Device { adapter: String, message: String },
+
+    #[error("{what} needs {needed} but this device allows at most {max}{hint}")]
+    Limit { what: String, needed: u64, max: u64, hint: String },
+
+    #[error("shader '{shader}' (entry '{entry}') failed to compile: {message}")]
+    ShaderCompile { shader: String, entry: String, message: String },
+
+    #[error("{op}: shape mismatch: {message}")]
+    Shape { op: &'static str, message: String },
+
+    #[error("{op}: unsupported dtype {dtype}: {message}")]
+    DType { op: &'static str, dtype: String, message: String },
+
+    #[error("{op}: index {index} out of range for {len} rows")]
+    IndexOutOfRange { op: &'static str, index: u64, len: u64 },
+
+    #[error("GPU out of memory while {context}: {message}; use smaller sizes or a device with more memory")]
+    OutOfMemory { context: String, message: String },
+
+    #[error("GPU validation error while {context}: {message}")]
+    Validation { context: String, message: String },
+
+    #[error("GPU device lost: {message}")]
+    DeviceLost { message: String },
+
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// The adapter filter the user gave, printed inside `NoAdapter`.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterFilter(pub Option<String>);
+
+impl fmt::Display for AdapterFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(s) => write!(f, " matching '{s}'"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Shape { op, message: message.into() }
+    }
+}

@@ -1,0 +1,27 @@
+//! The GPU runtime: the only module that talks to wgpu.
+
+mod adapter;
+mod context;
+mod pipelines;
+mod pool;
+mod recorder;
+mod shaders;
+mod tensor;
+
+pub use adapter::{list_adapters, AdapterSummary};
+pub use context::{Capabilities, Gpu, GpuOptions};
+pub use pipelines::Kernel;
+pub use pool::MemoryStats;
+pub use shaders::all_sources;
+pub use tensor::{Arg, DType, Tensor};
+
+impl Gpu {
+    pub fn memory(&self) -> MemoryStats {
+        self.inner.pool.snapshot()
+    }
+
+    /// Frees cached activation buffers.
+    pub fn trim(&self) {
+        self.inner.pool.trim()
+    }
+}

@@ -1,0 +1,82 @@
+//! Activation buffer pool: buffers are recycled by exact (256-byte rounded)
+//! size, so the repeated shapes of a forward pass allocate once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Bytes of GPU memory the engine holds, as tracked by the runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryStats {
+    /// Activation buffers in use by live tensors.
+    pub live_bytes: u64,
+    /// Highest `live_bytes + weight_bytes` seen.
+    pub peak_bytes: u64,
+    /// Released activation buffers kept for reuse.
+    pub cached_bytes: u64,
+    /// Weight tensors (not pooled).
+    pub weight_bytes: u64,
+}
+
+pub(crate) struct Pool {
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    stats: Mutex<MemoryStats>,
+    pub poison: bool,
+}
+
+pub(crate) const ALIGN: u64 = 256;
+
+pub(crate) fn rounded(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(ALIGN) * ALIGN
+}
+
+impl Pool {
+    pub fn new(poison: bool) -> Self {
+        Pool { free: Mutex::new(HashMap::new()), stats: Mutex::default(), poison }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, MemoryStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A cached buffer of exactly `size` bytes, if one is free.
+    pub fn take(&self, size: u64) -> Option<wgpu::Buffer> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let buffer = free.get_mut(&size)?.pop()?;
+        let mut s = self.stats();
+        s.cached_bytes -= size;
+        Some(buffer)
+    }
+
+    pub fn note_live(&self, size: u64) {
+        let mut s = self.stats();
+        s.live_bytes += size;
+        s.peak_bytes = s.peak_bytes.max(s.live_bytes + s.weight_bytes);
+    }
+
+    pub fn note_weight(&self, size: i64) {
+        let mut s = self.stats();
+        s.weight_bytes = s.weight_bytes.saturating_add_signed(size);
+        s.peak_bytes = s.peak_bytes.max(s.live_bytes + s.weight_bytes);
+    }
+
+    pub fn give_back(&self, buffer: wgpu::Buffer) {
+        let size = buffer.size();
+        {
+            let mut s = self.stats();
+            s.live_bytes -= size;
+            s.cached_bytes += size;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.entry(size).or_default().push(buffer);
+    }
+
+    /// Drops every cached buffer (e.g. between pipeline stages).
+    pub fn trim(&self) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.stats().cached_bytes = 0;
+    }
+
+    pub fn snapshot(&self) -> MemoryStats {
+        *self.stats()
+    }
+}

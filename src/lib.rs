@@ -1,0 +1,14 @@
+//! `ras`: Diffusion Transformers on any GPU through WebGPU, made faster with
+//! Region-Adaptive Sampling (arXiv 2502.10389).
+//!
+//! Layers, bottom up: [`gpu`] (device, tensors, buffer pool, pipeline cache,
+//! command recording — the only module that touches wgpu), [`kernels`]
+//! (host launchers of the WGSL kernels in `shaders/`), [`reference`] (CPU
+//! oracles for every kernel).
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+
+pub use error::{Error, Result};

@@ -1,0 +1,19 @@
+//! Naive CPU versions of every kernel, accumulating in f64: the oracle the
+//! GPU tests compare against. Clarity over speed; no wgpu here.
+
+pub mod elementwise;
+
+/// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving
+/// infinity so that it never passes a tolerance.
+pub fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(out.len(), reference.len(), "rel_err: length mismatch");
+    if out.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&o, &r) in out.iter().zip(reference) {
+        num += (o as f64 - r as f64).powi(2);
+        den += (r as f64).powi(2);
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
