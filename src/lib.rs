@@ -6,6 +6,7 @@
 //! (host launchers of the WGSL kernels in `shaders/`), [`reference`] (CPU
 //! oracles for every kernel).
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -19,12 +19,33 @@ enum Command {
     /// List the GPU adapters, their backends, optional features and limits,
     /// and which one ras would pick.
     Info,
+    /// Benchmarks (times are wall clock per launch on the selected adapter).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Linear and attention kernels at DiT shapes (SD3-medium widths).
+    Kernels {
+        /// Timed repetitions per kernel (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Token count M of the linear shapes and query count of attention
+        /// (4096 = a 1024×1024 SD3 image). Smaller values finish sooner on
+        /// software adapters.
+        #[arg(long, default_value_t = 4096)]
+        tokens: usize,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => info(cli.adapter.as_deref()),
+        Command::Bench { what } => bench(cli.adapter.as_deref(), what),
     }
 }
 
@@ -68,4 +89,26 @@ fn mib(bytes: u64) -> String {
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+fn open(filter: Option<&str>) -> Result<ras::gpu::Gpu> {
+    Ok(ras::gpu::Gpu::new(&ras::gpu::GpuOptions {
+        adapter: filter.map(str::to_owned),
+        ..Default::default()
+    })?)
+}
+
+fn bench(filter: Option<&str>, what: BenchWhat) -> Result<()> {
+    let gpu = open(filter)?;
+    println!("adapter: {} ({})", gpu.adapter_name(), gpu.backend());
+    match what {
+        BenchWhat::Kernels { reps, tokens } => {
+            let shapes = [(1024, 1024, 1024), (tokens, 1536, 1536), (tokens, 6144, 1536)];
+            for (m, n, k) in shapes {
+                let f = ras::bench::bench_linear(&gpu, m, n, k, reps)?;
+                println!("{:<40} {:>10.2} ms {:>9.1} GFLOP/s", f.name, f.seconds * 1e3, f.gflops());
+            }
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! the output and records the dispatch; nothing runs until a flush.
 
 pub mod elementwise;
+pub mod linear;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

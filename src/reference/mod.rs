@@ -2,6 +2,7 @@
 //! GPU tests compare against. Clarity over speed; no wgpu here.
 
 pub mod elementwise;
+pub mod linear;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving
 /// infinity so that it never passes a tolerance.

@@ -1,0 +1,61 @@
+//! Benchmarks behind `ras bench`. Figures are wall-clock times of whole
+//! launches (submit to completion) on the chosen adapter; FLOP counts come
+//! from the shapes.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::linear::{linear, linear_flops};
+
+/// One benchmark figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub name: String,
+    pub seconds: f64,
+    pub flops: f64,
+}
+
+impl Figure {
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.seconds / 1e9
+    }
+}
+
+/// Best of `reps` timed runs after one warm-up (which also compiles the
+/// pipelines and fills the buffer pool).
+pub fn time(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    drop(f()?);
+    gpu.sync()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        let out = f()?;
+        gpu.sync()?;
+        best = best.min(start.elapsed().as_secs_f64());
+        drop(out);
+    }
+    Ok(best)
+}
+
+/// Deterministic pseudo-random values in [-1, 1): benchmarks need no
+/// statistics, only non-trivial data.
+pub fn filler(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Linear `[m, k] × [n, k]ᵀ` with f32 weights.
+pub fn bench_linear(gpu: &Gpu, m: usize, n: usize, k: usize, reps: usize) -> Result<Figure> {
+    let x = gpu.upload_f32(&filler(m * k, 1), &[m, k])?;
+    let w = gpu.upload_weight_f32(&filler(n * k, 2), &[n, k])?;
+    let seconds = time(gpu, reps, || linear(gpu, &x, &w, None))?;
+    Ok(Figure { name: format!("linear {m}x{n}x{k} f32"), seconds, flops: linear_flops(m, n, k) })
+}

@@ -1,0 +1,111 @@
+use half::{bf16, f16};
+use ras::gpu::{DType, Gpu, GpuOptions, Tensor};
+use ras::kernels::linear::linear;
+use ras::reference;
+
+use crate::common::{check, gpu, randn, rng};
+
+/// `w` as `dtype` bytes and the values those bytes hold.
+fn encode(w: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => bytemuck::cast_slice(w).to_vec(),
+        DType::F16 => w.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+        DType::BF16 => w.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        DType::U32 => unreachable!(),
+    };
+    let rounded = match dtype {
+        DType::F16 => bytes.chunks(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => w.to_vec(),
+    };
+    (bytes, rounded)
+}
+
+fn weight(gpu: &Gpu, w: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+    gpu.upload_weight(&encode(w, dtype).0, shape, dtype).unwrap()
+}
+
+/// Runs linear at `[lead.., k] × [n, k]ᵀ` in every weight dtype, with and
+/// without bias. The kernel must match the reference on the weights as
+/// stored (1e-5); with K large enough for rounding errors to average out,
+/// 16-bit weights must also stay within 1e-2 of the unrounded f32 result.
+fn run(gpu: &Gpu, lead: &[usize], n: usize, k: usize) {
+    let (mut rng, seed) = rng();
+    let m: usize = lead.iter().product();
+    let x = randn(&mut rng, m * k);
+    let w = randn(&mut rng, n * k);
+    let b = randn(&mut rng, n);
+    let shape: Vec<usize> = lead.iter().copied().chain([k]).collect();
+    let xt = gpu.upload_f32(&x, &shape).unwrap();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let wt = weight(gpu, &w, &[n, k], dtype);
+        let bt = weight(gpu, &b, &[n], dtype);
+        let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+        for bias in [None, Some(&bt)] {
+            let out = linear(gpu, &xt, &wt, bias).unwrap();
+            assert_eq!(out.shape(), [&lead[..], &[n]].concat());
+            let got = gpu.read_f32(&out).unwrap();
+            let what = format!("linear {m}x{n}x{k} {} bias={}", dtype.name(), bias.is_some());
+            let (wr, br) = (encode(&w, dtype).1, encode(&b, dtype).1);
+            let exact = reference::linear::linear(&x, &wr, bias.map(|_| &br[..]), m, n, k);
+            check(&format!("{what} (stored weights)"), &got, &exact, 1e-5, seed);
+            if k >= 16 {
+                let want = reference::linear::linear(&x, &w, bias.map(|_| &b[..]), m, n, k);
+                check(&what, &got, &want, tol, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_odd_sizes_all_dtypes() {
+    let gpu = gpu();
+    run(&gpu, &[67], 131, 45);
+    run(&gpu, &[2, 33], 7, 64);
+    run(&gpu, &[1], 1, 3);
+}
+
+#[test]
+fn linear_weight_split_over_binding_limit() {
+    let _serial = gpu();
+    // A 16 KiB binding cap forces a [100, 90] f32 weight (36 KB) into three
+    // buffers and an odd-length f16 one into chunks of even row counts.
+    let options = GpuOptions { poison: true, max_binding_bytes: Some(16 << 10), ..Default::default() };
+    let small = Gpu::new(&options).unwrap();
+    let (mut rng, seed) = rng();
+    let x = randn(&mut rng, 5 * 90);
+    let w = randn(&mut rng, 100 * 90);
+    let xt = small.upload_f32(&x, &[5, 90]).unwrap();
+    let wt = weight(&small, &w, &[100, 90], DType::F32);
+    assert_eq!(wt.num_chunks(), 3);
+    let want = reference::linear::linear(&x, &w, None, 5, 100, 90);
+    check("split f32", &small.read_f32(&linear(&small, &xt, &wt, None).unwrap()).unwrap(), &want, 1e-5, seed);
+    let x = randn(&mut rng, 3 * 91);
+    let w = randn(&mut rng, 200 * 91);
+    let xt = small.upload_f32(&x, &[3, 91]).unwrap();
+    let wt = weight(&small, &w, &[200, 91], DType::F16);
+    assert!(wt.num_chunks() > 1);
+    assert!((0..wt.num_chunks()).all(|c| wt.chunk_rows(c) % 2 == 0));
+    let want = reference::linear::linear(&x, &w, None, 3, 200, 91);
+    check("split f16", &small.read_f32(&linear(&small, &xt, &wt, None).unwrap()).unwrap(), &want, 1e-2, seed);
+}
+
+#[test]
+fn linear_rejects_bad_shapes() {
+    let gpu = gpu();
+    let x = gpu.upload_f32(&[0.0; 12], &[3, 4]).unwrap();
+    let w = gpu.upload_weight_f32(&[0.0; 10], &[2, 5]).unwrap();
+    let err = linear(&gpu, &x, &w, None).unwrap_err().to_string();
+    assert!(err.contains("has 4 features but weight [2, 5] expects 5"), "{err}");
+    let w = gpu.upload_weight_f32(&[0.0; 8], &[2, 4]).unwrap();
+    let b = gpu.upload_weight_f32(&[0.0; 3], &[3]).unwrap();
+    let err = linear(&gpu, &x, &w, Some(&b)).unwrap_err().to_string();
+    assert!(err.contains("bias [3] f32 does not match weight [2, 4] f32"), "{err}");
+}
+
+#[test]
+fn tensor_larger_than_device_is_an_error() {
+    let gpu = gpu();
+    let err = gpu.empty(&[1 << 20, 1 << 12], DType::F32).unwrap_err().to_string();
+    assert!(err.contains("allows at most"), "{err}");
+}
