@@ -1,0 +1,94 @@
+// Row normalisation: LayerNorm, RMSNorm and GroupNorm in one kernel.
+//
+// Each workgroup normalises one row of n contiguous elements:
+//   LayerNorm  y = (x - mean) / sqrt(var + eps) * weight + bias     (RMS = false)
+//   RMSNorm    y = x / sqrt(mean(x²) + eps) * weight                (RMS = true)
+// optionally followed by SiLU (SILU = true; the VAE's GroupNorm → SiLU).
+// GroupNorm on NCHW is the same thing: the channels of one group are one
+// contiguous row of n = channels_per_group * hw elements. The affine index
+// of element `col` of row `row` is (row % groups) * (n / hw) + col / hw,
+// which is `col` for LayerNorm (groups = 1, hw = 1).
+//
+// Reductions use a single barrier each: every invocation writes its partial
+// sum to workgroup memory and then adds up all 64 itself, instead of a
+// log-depth tree (barriers are the expensive part on software Vulkan).
+// Variance is computed around the mean (two passes), not as E[x²] - E[x]².
+//
+// Bindings: 0 x [rows, n] f32, 1 weight, 2 bias (W_DTYPE words: 0 f32, 1 f16,
+// 2 bf16; ignored unless has_weight / has_bias), 3 out [rows, n] f32, 4 params.
+// Dispatch: one workgroup per row.
+
+override W_DTYPE: u32 = 0u;
+override RMS: bool = false;
+override SILU: bool = false;
+
+struct Params {
+    rows: u32,
+    n: u32,
+    hw: u32,
+    groups: u32,
+    eps: f32,
+    has_weight: u32,
+    has_bias: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> weight: array<u32>;
+@group(0) @binding(2) var<storage, read> bias: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> partial_a: array<f32, 64>;
+var<workgroup> partial_b: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = flat_workgroup(wid, nwg);
+    // Uniform per workgroup, so the barriers below stay in uniform control flow.
+    if row >= p.rows {
+        return;
+    }
+    let base = row * p.n;
+    var mean = 0.0;
+    if !RMS {
+        var s = 0.0;
+        for (var i = lid; i < p.n; i += 64u) {
+            s += x[base + i];
+        }
+        partial_a[lid] = s;
+        workgroupBarrier();
+        var total = 0.0;
+        for (var j = 0u; j < 64u; j++) {
+            total += partial_a[j];
+        }
+        mean = total / f32(p.n);
+    }
+    var s2 = 0.0;
+    for (var i = lid; i < p.n; i += 64u) {
+        let d = x[base + i] - mean;
+        s2 += d * d;
+    }
+    partial_b[lid] = s2;
+    workgroupBarrier();
+    var total2 = 0.0;
+    for (var j = 0u; j < 64u; j++) {
+        total2 += partial_b[j];
+    }
+    let inv = inverseSqrt(total2 / f32(p.n) + p.eps);
+    let affine_row = (row % p.groups) * (p.n / p.hw);
+    for (var i = lid; i < p.n; i += 64u) {
+        var y = (x[base + i] - mean) * inv;
+        let a = affine_row + i / p.hw;
+        if p.has_weight != 0u {
+            y *= decode(W_DTYPE, weight[word_index(W_DTYPE, a)], a);
+        }
+        if p.has_bias != 0u {
+            y += decode(W_DTYPE, bias[word_index(W_DTYPE, a)], a);
+        }
+        if SILU {
+            y = y / (1.0 + exp(-y));
+        }
+        out[base + i] = y;
+    }
+}

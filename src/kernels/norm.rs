@@ -1,0 +1,112 @@
+//! Normalisation (`shaders/norm.wgsl`): LayerNorm, RMSNorm and GroupNorm
+//! (optionally fused with SiLU) share one row-reduction kernel.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{dtype_code, groups, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Kernel, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct NormParams {
+    rows: u32,
+    n: u32,
+    hw: u32,
+    groups: u32,
+    eps: f32,
+    has_weight: u32,
+    has_bias: u32,
+}
+
+struct Affine<'a> {
+    weight: Option<&'a Tensor>,
+    bias: Option<&'a Tensor>,
+    /// Expected length of weight and bias.
+    len: usize,
+}
+
+struct Layout {
+    rows: usize,
+    n: usize,
+    hw: usize,
+    groups: usize,
+}
+
+fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, eps: f32, rms: bool, silu: bool) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        return Err(Error::DType { op, dtype: x.dtype().name().into(), message: "input must be f32".into() });
+    }
+    let mut code = 0;
+    for t in [a.weight, a.bias].into_iter().flatten() {
+        if t.shape() != [a.len] {
+            return Err(Error::shape(op, format!("affine parameter {:?} should be [{}]", t.shape(), a.len)));
+        }
+        code = dtype_code(op, t)?;
+    }
+    if let (Some(w), Some(b)) = (a.weight, a.bias) {
+        if w.dtype() != b.dtype() {
+            return Err(Error::shape(op, "weight and bias must have the same dtype"));
+        }
+    }
+    let out = gpu.empty(x.shape(), DType::F32)?;
+    if l.rows == 0 || l.n == 0 {
+        return Ok(out);
+    }
+    let params = NormParams {
+        rows: u32_of(op, l.rows)?,
+        n: u32_of(op, l.n)?,
+        hw: u32_of(op, l.hw)?,
+        groups: u32_of(op, l.groups)?,
+        eps,
+        has_weight: a.weight.is_some() as u32,
+        has_bias: a.bias.is_some() as u32,
+    };
+    let kernel = Kernel::new("norm")
+        .constant("W_DTYPE", code)
+        .constant("RMS", rms as u32)
+        .constant("SILU", silu as u32);
+    let w = a.weight.unwrap_or(x).arg()?;
+    let b = a.bias.unwrap_or(x).arg()?;
+    gpu.dispatch(&kernel, &[x.arg()?, w, b], &[out.arg()?], bytemuck::bytes_of(&params), groups(l.rows, 1)?)?;
+    Ok(out)
+}
+
+fn last_dim(x: &Tensor) -> Layout {
+    Layout { rows: x.rows(), n: x.cols(), hw: 1, groups: 1 }
+}
+
+/// LayerNorm over the last dimension; `weight`/`bias` `[D]` are optional
+/// (SD3's `elementwise_affine=False` norms have neither).
+pub fn layer_norm(gpu: &Gpu, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let affine = Affine { weight, bias, len: x.cols() };
+    launch(gpu, "layer_norm", x, affine, last_dim(x), eps, false, false)
+}
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(gpu: &Gpu, x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let affine = Affine { weight, bias: None, len: x.cols() };
+    launch(gpu, "rms_norm", x, affine, last_dim(x), eps, true, false)
+}
+
+/// GroupNorm over `x [B, C, ...spatial]` with per-channel affine `[C]`,
+/// followed by SiLU when `silu` is set.
+pub fn group_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    num_groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor> {
+    const OP: &str = "group_norm";
+    let shape = x.shape();
+    if shape.len() < 2 || num_groups == 0 || shape[1] % num_groups != 0 {
+        return Err(Error::shape(OP, format!("{shape:?} cannot be split into {num_groups} channel groups")));
+    }
+    let (b, c) = (shape[0], shape[1]);
+    let hw: usize = shape[2..].iter().product();
+    let layout = Layout { rows: b * num_groups, n: c / num_groups * hw, hw, groups: num_groups };
+    launch(gpu, OP, x, Affine { weight, bias, len: c }, layout, eps, false, silu)
+}
