@@ -4,6 +4,7 @@
 
 pub mod elementwise;
 pub mod linear;
+pub mod modulate;
 pub mod norm;
 
 use crate::error::{Error, Result};

@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 pub mod linear;
+pub mod modulate;
 pub mod norm;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving

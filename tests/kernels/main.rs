@@ -5,4 +5,5 @@
 mod common;
 mod elementwise;
 mod linear;
+mod modulate;
 mod norm;
