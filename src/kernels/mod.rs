@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod modulate;
 pub mod norm;
+pub mod rows;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

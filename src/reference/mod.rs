@@ -5,6 +5,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod modulate;
 pub mod norm;
+pub mod rows;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving
 /// infinity so that it never passes a tolerance.

@@ -7,3 +7,4 @@ mod elementwise;
 mod linear;
 mod modulate;
 mod norm;
+mod rows;

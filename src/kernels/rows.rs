@@ -1,0 +1,96 @@
+//! Row gather and scatter by index (`shaders/rows.wgsl`): picking the active
+//! tokens of a RAS step, writing their results back, embedding lookups.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{dtype_code, groups, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Kernel, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RowsParams {
+    total: u32,
+    d: u32,
+    row_start: u32,
+    src_rows: u32,
+}
+
+/// Row indices on the GPU, with their maximum kept on the host so that every
+/// use is bounds-checked before anything is recorded.
+#[derive(Clone, Debug)]
+pub struct Indices {
+    tensor: Tensor,
+    len: usize,
+    max: Option<u32>,
+}
+
+impl Indices {
+    pub fn upload(gpu: &Gpu, indices: &[u32]) -> Result<Indices> {
+        let tensor = gpu.upload_u32(indices, &[indices.len()])?;
+        Ok(Indices { tensor, len: indices.len(), max: indices.iter().copied().max() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, op: &'static str, rows: usize) -> Result<()> {
+        match self.max {
+            Some(m) if m as usize >= rows => Err(Error::IndexOutOfRange { op, index: m as u64, len: rows as u64 }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Rows `idx` of `src [rows, D]` (f32, f16 or bf16; may be split into
+/// several buffers) → `[len(idx), D]` f32.
+pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
+    const OP: &str = "gather";
+    let code = dtype_code(OP, src)?;
+    let (d, rows) = (src.numel() / src.shape().first().copied().unwrap_or(1).max(1), src.shape()[0]);
+    idx.check(OP, rows)?;
+    let out = gpu.empty(&[idx.len(), d], DType::F32)?;
+    if idx.is_empty() || d == 0 {
+        return Ok(out);
+    }
+    let kernel = Kernel::new("rows").entry("gather").constant("SRC_DTYPE", code);
+    let mut row_start = 0;
+    for c in 0..src.num_chunks() {
+        let params = RowsParams {
+            total: u32_of(OP, idx.len() * d)?,
+            d: u32_of(OP, d)?,
+            row_start: u32_of(OP, row_start)?,
+            src_rows: u32_of(OP, src.chunk_rows(c))?,
+        };
+        let inputs = [src.chunk_arg(c), idx.tensor.arg()?];
+        gpu.dispatch(&kernel, &inputs, &[out.arg()?], bytemuck::bytes_of(&params), groups(idx.len() * d, 256)?)?;
+        row_start += src.chunk_rows(c);
+    }
+    Ok(out)
+}
+
+/// Writes row `i` of `src [len(idx), D]` to row `idx[i]` of `dst [rows, D]`,
+/// in place; other rows of `dst` keep their values. Indices should be
+/// distinct (which duplicate wins is unspecified).
+pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<()> {
+    const OP: &str = "scatter";
+    if src.dtype() != DType::F32 || dst.dtype() != DType::F32 {
+        return Err(Error::DType { op: OP, dtype: src.dtype().name().into(), message: "scatter works on f32".into() });
+    }
+    let d = dst.cols();
+    if src.shape() != [idx.len(), d] {
+        return Err(Error::shape(OP, format!("src {:?} should be [{}, {d}]", src.shape(), idx.len())));
+    }
+    idx.check(OP, dst.rows())?;
+    if idx.is_empty() || d == 0 {
+        return Ok(());
+    }
+    let params = RowsParams { total: u32_of(OP, idx.len() * d)?, d: u32_of(OP, d)?, row_start: 0, src_rows: 0 };
+    let kernel = Kernel::new("rows").entry("scatter").constant("SRC_DTYPE", 0);
+    gpu.dispatch(&kernel, &[src.arg()?, idx.tensor.arg()?], &[dst.arg()?], bytemuck::bytes_of(&params), groups(idx.len() * d, 256)?)
+}

@@ -1,0 +1,64 @@
+use rand::seq::SliceRandom;
+use ras::gpu::{DType, Gpu, GpuOptions};
+use ras::kernels::rows::{gather, scatter, Indices};
+use ras::reference::rows as reference;
+
+use crate::common::{check, gpu, randn, rng};
+
+#[test]
+fn gather_then_scatter_is_identity_on_gathered_rows() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (rows, d) = (131, 45);
+    let x = randn(&mut rng, rows * d);
+    let xt = gpu.upload_f32(&x, &[rows, d]).unwrap();
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    order.shuffle(&mut rng);
+    let picked = &order[..67];
+    let idx = Indices::upload(&gpu, picked).unwrap();
+    let g = gather(&gpu, &xt, &idx).unwrap();
+    let got = gpu.read_f32(&g).unwrap();
+    check("gather", &got, &reference::gather(&x, d, picked), 1e-7, seed);
+    // Scatter into a different tensor: picked rows must equal the source,
+    // the others must keep the destination's own values.
+    let y = randn(&mut rng, rows * d);
+    let yt = gpu.upload_f32(&y, &[rows, d]).unwrap();
+    scatter(&gpu, &g, &idx, &yt).unwrap();
+    let mut want = y.clone();
+    reference::scatter(&got, d, picked, &mut want);
+    let out = gpu.read_f32(&yt).unwrap();
+    assert_eq!(out, want, "scatter changed rows it should not have (seed {seed})");
+    for &r in picked {
+        let r = r as usize;
+        assert_eq!(out[r * d..(r + 1) * d], x[r * d..(r + 1) * d]);
+    }
+}
+
+#[test]
+fn gather_from_split_16bit_table() {
+    let _serial = gpu();
+    let small = Gpu::new(&GpuOptions { poison: true, max_binding_bytes: Some(2 << 10), ..Default::default() }).unwrap();
+    let (mut rng, seed) = rng();
+    let (rows, d) = (100, 21);
+    let table = randn(&mut rng, rows * d);
+    let bytes: Vec<u8> = table.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+    let t = small.upload_weight(&bytes, &[rows, d], DType::BF16).unwrap();
+    assert!(t.num_chunks() > 2);
+    let picked: Vec<u32> = (0..20).map(|i| (i * 37 % rows) as u32).collect();
+    let idx = Indices::upload(&small, &picked).unwrap();
+    let out = small.read_f32(&gather(&small, &t, &idx).unwrap()).unwrap();
+    let rounded: Vec<f32> = table.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+    check("gather split bf16", &out, &reference::gather(&rounded, d, &picked), 1e-7, seed);
+}
+
+#[test]
+fn index_out_of_range_is_an_error() {
+    let gpu = gpu();
+    let x = gpu.upload_f32(&[0.0; 12], &[4, 3]).unwrap();
+    let idx = Indices::upload(&gpu, &[0, 4]).unwrap();
+    let err = gather(&gpu, &x, &idx).unwrap_err().to_string();
+    assert!(err.contains("index 4 out of range for 4 rows"), "{err}");
+    let src = gpu.upload_f32(&[0.0; 6], &[2, 3]).unwrap();
+    let err = scatter(&gpu, &src, &idx, &x).unwrap_err().to_string();
+    assert!(err.contains("index 4 out of range"), "{err}");
+}
