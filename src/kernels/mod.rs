@@ -4,6 +4,7 @@
 
 pub mod elementwise;
 pub mod linear;
+pub mod metric;
 pub mod modulate;
 pub mod norm;
 pub mod rows;

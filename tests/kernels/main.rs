@@ -5,6 +5,7 @@
 mod common;
 mod elementwise;
 mod linear;
+mod metric;
 mod modulate;
 mod norm;
 mod rows;
