@@ -1,4 +1,4 @@
-//! Every kernel against its CPU reference (src/reference) on the test device
+//! The GPU runtime, and every kernel against its CPU reference (src/reference) on the test device
 //! (lavapipe in CI), at sizes that are not multiples of the tile sizes, with
 //! outputs poisoned with NaN before each run.
 
@@ -9,3 +9,4 @@ mod metric;
 mod modulate;
 mod norm;
 mod rows;
+mod runtime;

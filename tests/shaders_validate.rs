@@ -1,0 +1,34 @@
+//! Parses and validates every shader in `shaders/` with naga, exactly as the
+//! runtime composes it (kernel file + common.wgsl). Needs no GPU, so a
+//! shader error fails `cargo test` with its file and line even where no
+//! adapter exists.
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let sources = ras::gpu::all_sources();
+    let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wgsl"))
+        .count();
+    // Every kernel file plus common.wgsl, which is inside each of them.
+    assert_eq!(sources.len() + 1, on_disk, "a shader in shaders/ is not registered in gpu::shaders");
+    let mut failures = Vec::new();
+    for (path, source) in &sources {
+        let module = match naga::front::wgsl::parse_str(source) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(e.emit_to_string_with_path(source, path));
+                continue;
+            }
+        };
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        );
+        if let Err(e) = validator.validate(&module) {
+            failures.push(e.emit_to_string_with_path(source, path));
+        }
+    }
+    assert!(failures.is_empty(), "shader errors:\n{}", failures.join("\n"));
+}
