@@ -14,16 +14,29 @@ pub enum Error {
     Device { adapter: String, message: String },
 
     #[error("{what} needs {needed} but this device allows at most {max}{hint}")]
-    Limit { what: String, needed: u64, max: u64, hint: String },
+    Limit {
+        what: String,
+        needed: u64,
+        max: u64,
+        hint: String,
+    },
 
     #[error("shader '{shader}' (entry '{entry}') failed to compile: {message}")]
-    ShaderCompile { shader: String, entry: String, message: String },
+    ShaderCompile {
+        shader: String,
+        entry: String,
+        message: String,
+    },
 
     #[error("{op}: shape mismatch: {message}")]
     Shape { op: &'static str, message: String },
 
     #[error("{op}: unsupported dtype {dtype}: {message}")]
-    DType { op: &'static str, dtype: String, message: String },
+    DType {
+        op: &'static str,
+        dtype: String,
+        message: String,
+    },
 
     #[error("{op}: index {index} out of range for {len} rows")]
     IndexOutOfRange { op: &'static str, index: u64, len: u64 },
@@ -56,6 +69,9 @@ impl fmt::Display for AdapterFilter {
 
 impl Error {
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Shape { op, message: message.into() }
+        Error::Shape {
+            op,
+            message: message.into(),
+        }
     }
 }

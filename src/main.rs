@@ -106,7 +106,12 @@ fn bench(filter: Option<&str>, what: BenchWhat) -> Result<()> {
             let shapes = [(1024, 1024, 1024), (tokens, 1536, 1536), (tokens, 6144, 1536)];
             for (m, n, k) in shapes {
                 let f = ras::bench::bench_linear(&gpu, m, n, k, reps)?;
-                println!("{:<40} {:>10.2} ms {:>9.1} GFLOP/s", f.name, f.seconds * 1e3, f.gflops());
+                println!(
+                    "{:<40} {:>10.2} ms {:>9.1} GFLOP/s",
+                    f.name,
+                    f.seconds * 1e3,
+                    f.gflops()
+                );
             }
         }
     }

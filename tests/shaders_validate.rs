@@ -12,7 +12,11 @@ fn every_shader_parses_and_validates() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "wgsl"))
         .count();
     // Every kernel file plus common.wgsl, which is inside each of them.
-    assert_eq!(sources.len() + 1, on_disk, "a shader in shaders/ is not registered in gpu::shaders");
+    assert_eq!(
+        sources.len() + 1,
+        on_disk,
+        "a shader in shaders/ is not registered in gpu::shaders"
+    );
     let mut failures = Vec::new();
     for (path, source) in &sources {
         let module = match naga::front::wgsl::parse_str(source) {

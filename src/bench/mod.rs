@@ -57,5 +57,9 @@ pub fn bench_linear(gpu: &Gpu, m: usize, n: usize, k: usize, reps: usize) -> Res
     let x = gpu.upload_f32(&filler(m * k, 1), &[m, k])?;
     let w = gpu.upload_weight_f32(&filler(n * k, 2), &[n, k])?;
     let seconds = time(gpu, reps, || linear(gpu, &x, &w, None))?;
-    Ok(Figure { name: format!("linear {m}x{n}x{k} f32"), seconds, flops: linear_flops(m, n, k) })
+    Ok(Figure {
+        name: format!("linear {m}x{n}x{k} f32"),
+        seconds,
+        flops: linear_flops(m, n, k),
+    })
 }

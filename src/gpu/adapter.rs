@@ -1,8 +1,8 @@
 //! Adapter discovery and ranking.
 //!
-//! Default choice: the best hardware adapter (discrete > integrated > virtual
-//! > software), preferring the native compute APIs (Vulkan, Metal, DX12) over
-//! GL. A name substring (`--adapter`, `RAS_ADAPTER`, or wgpu's own
+//! Default choice: the best hardware adapter (discrete, then integrated,
+//! virtual, software), preferring the native compute APIs (Vulkan, Metal,
+//! DX12) over GL. A name substring (`--adapter`, `RAS_ADAPTER`, or wgpu's own
 //! `WGPU_ADAPTER_NAME`) and `WGPU_BACKEND` narrow the candidates.
 
 use crate::error::{AdapterFilter, Error, Result};

@@ -58,9 +58,7 @@ impl Gpu {
         let instance = adapter::instance();
         let adapter = adapter::select(&instance, options.adapter.as_deref())?;
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16
-            | wgpu::Features::SUBGROUP
-            | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let desc = wgpu::DeviceDescriptor {
             label: Some("ras"),
             required_features: adapter.features() & wanted,
@@ -87,12 +85,7 @@ impl Gpu {
         Self::build(device, queue, info, options)
     }
 
-    fn build(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: wgpu::AdapterInfo,
-        options: &GpuOptions,
-    ) -> Gpu {
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, options: &GpuOptions) -> Gpu {
         let limits = device.limits();
         let features = device.features();
         let lost = Arc::new(Mutex::new(None));
@@ -109,9 +102,7 @@ impl Gpu {
             slot.get_or_insert_with(|| format!("device lost: {msg}"));
         });
         // Bindings are limited both by the binding limit and the buffer size.
-        let mut max_binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(cap) = options.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
@@ -182,10 +173,16 @@ impl Gpu {
         let validation = pollster::block_on(validation.pop());
         let oom = pollster::block_on(oom.pop());
         if let Some(e) = oom {
-            return Err(Error::OutOfMemory { context: context.into(), message: e.to_string() });
+            return Err(Error::OutOfMemory {
+                context: context.into(),
+                message: e.to_string(),
+            });
         }
         if let Some(e) = validation {
-            return Err(Error::Validation { context: context.into(), message: e.to_string() });
+            return Err(Error::Validation {
+                context: context.into(),
+                message: e.to_string(),
+            });
         }
         Ok(value)
     }

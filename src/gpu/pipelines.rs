@@ -19,7 +19,11 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn new(shader: &'static str) -> Self {
-        Kernel { shader, entry: "main", constants: Vec::new() }
+        Kernel {
+            shader,
+            entry: "main",
+            constants: Vec::new(),
+        }
     }
 
     pub fn entry(mut self, entry: &'static str) -> Self {
@@ -114,8 +118,7 @@ impl Gpu {
                 })
             })
             .clone();
-        let constants: Vec<(&str, f64)> =
-            kernel.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
         let module = &cache.modules[kernel.shader];
         let pipeline = self
             .scoped("creating a compute pipeline", || {
@@ -137,7 +140,13 @@ impl Gpu {
                 })
             })
             .map_err(|e| compile_error(e.to_string()))?;
-        cache.pipelines.insert(key, Compiled { pipeline: pipeline.clone(), layout: layout.clone() });
+        cache.pipelines.insert(
+            key,
+            Compiled {
+                pipeline: pipeline.clone(),
+                layout: layout.clone(),
+            },
+        );
         Ok((pipeline, layout))
     }
 }

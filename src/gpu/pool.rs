@@ -31,7 +31,11 @@ pub(crate) fn rounded(bytes: u64) -> u64 {
 
 impl Pool {
     pub fn new(poison: bool) -> Self {
-        Pool { free: Mutex::new(HashMap::new()), stats: Mutex::default(), poison }
+        Pool {
+            free: Mutex::new(HashMap::new()),
+            stats: Mutex::default(),
+            poison,
+        }
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, MemoryStats> {

@@ -12,10 +12,13 @@ use crate::error::{Error, Result};
 
 /// Fills the start of a buffer created with `mapped_at_creation` and unmaps it.
 pub(crate) fn write_mapped(buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
-    let mut view = buffer.slice(..).get_mapped_range_mut().map_err(|e| Error::Validation {
-        context: "writing a mapped buffer".into(),
-        message: e.to_string(),
-    })?;
+    let mut view = buffer
+        .slice(..)
+        .get_mapped_range_mut()
+        .map_err(|e| Error::Validation {
+            context: "writing a mapped buffer".into(),
+            message: e.to_string(),
+        })?;
     view.slice(..bytes.len()).copy_from_slice(bytes);
     drop(view);
     buffer.unmap();
@@ -30,7 +33,11 @@ enum Entry {
         params: Range<u64>,
         grid: [u32; 3],
     },
-    Write { src: wgpu::Buffer, dst: wgpu::Buffer, size: u64 },
+    Write {
+        src: wgpu::Buffer,
+        dst: wgpu::Buffer,
+        size: u64,
+    },
 }
 
 pub(crate) struct Recorder {
@@ -45,7 +52,11 @@ const AUTO_FLUSH: usize = 4096;
 
 impl Recorder {
     pub fn new(align: u32) -> Self {
-        Recorder { entries: Vec::new(), params: Vec::new(), align: align.max(16) as u64 }
+        Recorder {
+            entries: Vec::new(),
+            params: Vec::new(),
+            align: align.max(16) as u64,
+        }
     }
 }
 
@@ -85,7 +96,13 @@ impl Gpu {
         let next = end.div_ceil(rec.align) * rec.align;
         rec.params.resize(next as usize, 0);
         let buffers = inputs.iter().chain(outputs).map(|a| a.0.clone()).collect();
-        rec.entries.push(Entry::Dispatch { pipeline, layout, buffers, params: start..end, grid: [x, y, 1] });
+        rec.entries.push(Entry::Dispatch {
+            pipeline,
+            layout,
+            buffers,
+            params: start..end,
+            grid: [x, y, 1],
+        });
         let full = rec.entries.len() >= AUTO_FLUSH;
         drop(rec);
         if full {
@@ -110,7 +127,11 @@ impl Gpu {
             })
         })?;
         write_mapped(&src, bytemuck::cast_slice(words))?;
-        self.recorder().entries.push(Entry::Write { src, dst: dst.clone(), size });
+        self.recorder().entries.push(Entry::Write {
+            src,
+            dst: dst.clone(),
+            size,
+        });
         Ok(())
     }
 
@@ -144,8 +165,13 @@ impl Gpu {
                     continue;
                 }
                 let mut pass = encoder.begin_compute_pass(&Default::default());
-                while let Some(Entry::Dispatch { pipeline, layout, buffers, params, grid }) =
-                    entries.get(i)
+                while let Some(Entry::Dispatch {
+                    pipeline,
+                    layout,
+                    buffers,
+                    params,
+                    grid,
+                }) = entries.get(i)
                 {
                     let mut bind: Vec<wgpu::BindGroupEntry> = buffers
                         .iter()
@@ -185,7 +211,9 @@ impl Gpu {
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::DeviceLost { message: e.to_string() })?;
+            .map_err(|e| Error::DeviceLost {
+                message: e.to_string(),
+            })?;
         self.check_lost()
     }
 
@@ -212,12 +240,20 @@ impl Gpu {
         });
         self.sync()?;
         rx.recv()
-            .map_err(|_| Error::DeviceLost { message: "read-back never completed".into() })?
-            .map_err(|e| Error::Validation { context: "mapping a read-back buffer".into(), message: e.to_string() })?;
+            .map_err(|_| Error::DeviceLost {
+                message: "read-back never completed".into(),
+            })?
+            .map_err(|e| Error::Validation {
+                context: "mapping a read-back buffer".into(),
+                message: e.to_string(),
+            })?;
         let view = staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| Error::Validation { context: "mapping a read-back buffer".into(), message: e.to_string() })?;
+            .map_err(|e| Error::Validation {
+                context: "mapping a read-back buffer".into(),
+                message: e.to_string(),
+            })?;
         Ok(view[..len].to_vec())
     }
 }

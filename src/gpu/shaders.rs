@@ -16,7 +16,10 @@ shader_table!["elementwise", "linear", "metric", "modulate", "norm", "rows"];
 
 /// The full source of kernel `name` as the device compiles it.
 pub(crate) fn source(name: &str) -> Option<String> {
-    KERNELS.iter().find(|(n, _)| *n == name).map(|(_, s)| format!("{s}\n{COMMON}"))
+    KERNELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| format!("{s}\n{COMMON}"))
 }
 
 /// Every kernel's composed source: `(file name, source)`. Used by the naga

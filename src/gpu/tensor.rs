@@ -125,7 +125,11 @@ impl Tensor {
         if n != self.numel() || (self.num_chunks() > 1 && shape.first() != self.shape.first()) {
             return Err(Error::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
         }
-        Ok(Tensor { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
     }
 
     /// The single buffer of this tensor, for binding to a kernel.
@@ -179,7 +183,11 @@ impl Gpu {
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let size = rounded(dtype.bytes(n));
-        self.check_size(&format!("a {shape:?} {} tensor", dtype.name()), size, self.inner.max_binding)?;
+        self.check_size(
+            &format!("a {shape:?} {} tensor", dtype.name()),
+            size,
+            self.inner.max_binding,
+        )?;
         let pool = &self.inner.pool;
         let buffer = match pool.take(size) {
             Some(b) => b,
@@ -190,12 +198,19 @@ impl Gpu {
             self.record_write(&buffer, &vec![0x7fc0_0000u32; (size / 4) as usize])?;
         }
         let storage = Storage {
-            chunks: vec![Chunk { buffer, rows: shape.first().copied().unwrap_or(1) }],
+            chunks: vec![Chunk {
+                buffer,
+                rows: shape.first().copied().unwrap_or(1),
+            }],
             pool: Some(pool.clone()),
             weight_bytes: 0,
             stats: pool.clone(),
         };
-        Ok(Tensor { storage: Arc::new(storage), shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            storage: Arc::new(storage),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// An activation tensor holding `data`. The copy is ordered with the
@@ -238,7 +253,7 @@ impl Gpu {
         let row_bytes = (n / rows.max(1)) * dtype.size();
         // Chunks must start on a 32-bit word, so 16-bit rows of odd length
         // split at even row counts.
-        let step = if row_bytes % 4 == 0 { 1 } else { 2 };
+        let step = if row_bytes.is_multiple_of(4) { 1 } else { 2 };
         let max_rows = (self.inner.max_binding as usize / row_bytes.max(1)) / step * step;
         if max_rows == 0 {
             return Err(Error::Limit {
@@ -261,8 +276,17 @@ impl Gpu {
         }
         let pool = self.inner.pool.clone();
         pool.note_weight(total as i64);
-        let storage = Storage { chunks, pool: None, weight_bytes: total, stats: pool };
-        Ok(Tensor { storage: Arc::new(storage), shape: shape.to_vec(), dtype })
+        let storage = Storage {
+            chunks,
+            pool: None,
+            weight_bytes: total,
+            stats: pool,
+        };
+        Ok(Tensor {
+            storage: Arc::new(storage),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     pub fn upload_weight_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
@@ -305,7 +329,11 @@ impl Gpu {
         let row_bytes = (t.numel() / t.shape.first().copied().unwrap_or(1).max(1)) * t.dtype.size();
         let mut out = Vec::with_capacity(t.numel() * t.dtype.size());
         for c in &t.storage.chunks {
-            let len = if t.num_chunks() == 1 { t.numel() * t.dtype.size() } else { c.rows * row_bytes };
+            let len = if t.num_chunks() == 1 {
+                t.numel() * t.dtype.size()
+            } else {
+                c.rows * row_bytes
+            };
             out.extend_from_slice(&self.read_buffer(&c.buffer, len)?);
         }
         Ok(out)

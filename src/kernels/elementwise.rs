@@ -51,7 +51,13 @@ fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(usize, usize
 fn launch(gpu: &Gpu, op: u32, a: &Tensor, b: &Tensor, params: ElementwiseParams) -> Result<Tensor> {
     let out = gpu.empty(a.shape(), DType::F32)?;
     let kernel = Kernel::new("elementwise").constant("OP", op);
-    gpu.dispatch(&kernel, &[a.arg()?, b.arg()?], &[out.arg()?], bytemuck::bytes_of(&params), groups(a.numel(), 256)?)?;
+    gpu.dispatch(
+        &kernel,
+        &[a.arg()?, b.arg()?],
+        &[out.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(a.numel(), 256)?,
+    )?;
     Ok(out)
 }
 
@@ -82,7 +88,13 @@ pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 fn unary_op(gpu: &Gpu, name: &'static str, op: u32, x: &Tensor, alpha: f32) -> Result<Tensor> {
     expect_dtype(name, x, &[DType::F32])?;
     let n = u32_of(name, x.numel())?;
-    let params = ElementwiseParams { n, b_inner: 1, b_period: 1, b_stride: 0, alpha };
+    let params = ElementwiseParams {
+        n,
+        b_inner: 1,
+        b_period: 1,
+        b_stride: 0,
+        alpha,
+    };
     launch(gpu, op, x, x, params)
 }
 

@@ -28,17 +28,28 @@ const TILE: usize = 32;
 pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear";
     if x.dtype() != DType::F32 {
-        return Err(Error::DType { op: OP, dtype: x.dtype().name().into(), message: "activations must be f32".into() });
+        return Err(Error::DType {
+            op: OP,
+            dtype: x.dtype().name().into(),
+            message: "activations must be f32".into(),
+        });
     }
     let code = dtype_code(OP, weight)?;
     let (k, m) = (x.cols(), x.rows());
     let &[n, wk] = weight.shape() else {
-        return Err(Error::shape(OP, format!("weight must be [out, in], got {:?}", weight.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("weight must be [out, in], got {:?}", weight.shape()),
+        ));
     };
     if wk != k {
         return Err(Error::shape(
             OP,
-            format!("input {:?} has {k} features but weight {:?} expects {wk}", x.shape(), weight.shape()),
+            format!(
+                "input {:?} has {k} features but weight {:?} expects {wk}",
+                x.shape(),
+                weight.shape()
+            ),
         ));
     }
     if let Some(b) = bias {
@@ -65,7 +76,9 @@ pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
         return Ok(out);
     }
     // The wide-load path needs every row to start on a 4-element boundary.
-    let kernel = Kernel::new(OP).constant("W_DTYPE", code).constant("ALIGNED", (k % 4 == 0) as u32);
+    let kernel = Kernel::new(OP)
+        .constant("W_DTYPE", code)
+        .constant("ALIGNED", (k % 4 == 0) as u32);
     let mut n_offset = 0;
     for c in 0..weight.num_chunks() {
         let rows = weight.chunk_rows(c);
@@ -85,7 +98,13 @@ pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
             None => weight.chunk_arg(c),
         };
         let wg = groups(m.div_ceil(TILE) * tiles_n, 1)?;
-        gpu.dispatch(&kernel, &[x.arg()?, w, b], &[out.arg()?], bytemuck::bytes_of(&params), wg)?;
+        gpu.dispatch(
+            &kernel,
+            &[x.arg()?, w, b],
+            &[out.arg()?],
+            bytemuck::bytes_of(&params),
+            wg,
+        )?;
         n_offset += rows;
     }
     Ok(out)

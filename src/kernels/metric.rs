@@ -33,10 +33,16 @@ pub fn region_metric(gpu: &Gpu, v: &Tensor, patch: usize, metric: Metric) -> Res
     const OP: &str = "region_metric";
     expect_dtype(OP, v, &[DType::F32])?;
     let &[b, c, h, w] = v.shape() else {
-        return Err(Error::shape(OP, format!("expected [B, C, H, W], got {:?}", v.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("expected [B, C, H, W], got {:?}", v.shape()),
+        ));
     };
     if patch == 0 || h % patch != 0 || w % patch != 0 {
-        return Err(Error::shape(OP, format!("{h}×{w} latent is not divisible into {patch}×{patch} patches")));
+        return Err(Error::shape(
+            OP,
+            format!("{h}×{w} latent is not divisible into {patch}×{patch} patches"),
+        ));
     }
     if metric == Metric::Std && c < 2 {
         return Err(Error::shape(OP, "std over channels needs at least 2 channels"));
@@ -55,6 +61,12 @@ pub fn region_metric(gpu: &Gpu, v: &Tensor, patch: usize, metric: Metric) -> Res
         Metric::L2Norm => 1,
     };
     let kernel = Kernel::new("metric").constant("METRIC", code);
-    gpu.dispatch(&kernel, &[v.arg()?], &[out.arg()?], bytemuck::bytes_of(&params), groups(b * tokens, 64)?)?;
+    gpu.dispatch(
+        &kernel,
+        &[v.arg()?],
+        &[out.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(b * tokens, 64)?,
+    )?;
     Ok(out)
 }

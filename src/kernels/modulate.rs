@@ -38,7 +38,11 @@ fn params(op: &'static str, x: &Tensor, emb: &Tensor, chunks: &[Chunk]) -> Resul
     if emb.shape() != [b, count * d] || chunks.iter().any(|c| c.count != count || c.index >= count) {
         return Err(Error::shape(
             op,
-            format!("emb {:?} is not [{b}, {count}×{d}] for x {:?} (chunks {chunks:?})", emb.shape(), x.shape()),
+            format!(
+                "emb {:?} is not [{b}, {count}×{d}] for x {:?} (chunks {chunks:?})",
+                emb.shape(),
+                x.shape()
+            ),
         ));
     }
     Ok(ModulateParams {
@@ -54,7 +58,13 @@ fn params(op: &'static str, x: &Tensor, emb: &Tensor, chunks: &[Chunk]) -> Resul
 fn launch(gpu: &Gpu, op: u32, x: &Tensor, y: &Tensor, emb: &Tensor, p: ModulateParams) -> Result<Tensor> {
     let out = gpu.empty(x.shape(), DType::F32)?;
     let kernel = Kernel::new("modulate").constant("OP", op);
-    gpu.dispatch(&kernel, &[x.arg()?, y.arg()?, emb.arg()?], &[out.arg()?], bytemuck::bytes_of(&p), groups(x.numel(), 256)?)?;
+    gpu.dispatch(
+        &kernel,
+        &[x.arg()?, y.arg()?, emb.arg()?],
+        &[out.arg()?],
+        bytemuck::bytes_of(&p),
+        groups(x.numel(), 256)?,
+    )?;
     Ok(out)
 }
 
@@ -67,7 +77,10 @@ pub fn modulate(gpu: &Gpu, x: &Tensor, emb: &Tensor, shift: Chunk, scale: Chunk)
 /// `x + gate · y` with a per-batch `gate` taken from `emb`.
 pub fn gated_residual(gpu: &Gpu, x: &Tensor, y: &Tensor, emb: &Tensor, gate: Chunk) -> Result<Tensor> {
     if x.shape() != y.shape() {
-        return Err(Error::shape("gated_residual", format!("x {:?} vs y {:?}", x.shape(), y.shape())));
+        return Err(Error::shape(
+            "gated_residual",
+            format!("x {:?} vs y {:?}", x.shape(), y.shape()),
+        ));
     }
     expect_dtype("gated_residual", y, &[DType::F32])?;
     let p = params("gated_residual", x, emb, &[gate])?;

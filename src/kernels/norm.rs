@@ -33,14 +33,27 @@ struct Layout {
     groups: usize,
 }
 
-fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, eps: f32, rms: bool, silu: bool) -> Result<Tensor> {
+struct Mode {
+    eps: f32,
+    rms: bool,
+    silu: bool,
+}
+
+fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: Mode) -> Result<Tensor> {
     if x.dtype() != DType::F32 {
-        return Err(Error::DType { op, dtype: x.dtype().name().into(), message: "input must be f32".into() });
+        return Err(Error::DType {
+            op,
+            dtype: x.dtype().name().into(),
+            message: "input must be f32".into(),
+        });
     }
     let mut code = 0;
     for t in [a.weight, a.bias].into_iter().flatten() {
         if t.shape() != [a.len] {
-            return Err(Error::shape(op, format!("affine parameter {:?} should be [{}]", t.shape(), a.len)));
+            return Err(Error::shape(
+                op,
+                format!("affine parameter {:?} should be [{}]", t.shape(), a.len),
+            ));
         }
         code = dtype_code(op, t)?;
     }
@@ -58,35 +71,82 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, eps: f3
         n: u32_of(op, l.n)?,
         hw: u32_of(op, l.hw)?,
         groups: u32_of(op, l.groups)?,
-        eps,
+        eps: mode.eps,
         has_weight: a.weight.is_some() as u32,
         has_bias: a.bias.is_some() as u32,
     };
     let kernel = Kernel::new("norm")
         .constant("W_DTYPE", code)
-        .constant("RMS", rms as u32)
-        .constant("SILU", silu as u32);
+        .constant("RMS", mode.rms as u32)
+        .constant("SILU", mode.silu as u32);
     let w = a.weight.unwrap_or(x).arg()?;
     let b = a.bias.unwrap_or(x).arg()?;
-    gpu.dispatch(&kernel, &[x.arg()?, w, b], &[out.arg()?], bytemuck::bytes_of(&params), groups(l.rows, 1)?)?;
+    gpu.dispatch(
+        &kernel,
+        &[x.arg()?, w, b],
+        &[out.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(l.rows, 1)?,
+    )?;
     Ok(out)
 }
 
 fn last_dim(x: &Tensor) -> Layout {
-    Layout { rows: x.rows(), n: x.cols(), hw: 1, groups: 1 }
+    Layout {
+        rows: x.rows(),
+        n: x.cols(),
+        hw: 1,
+        groups: 1,
+    }
 }
 
 /// LayerNorm over the last dimension; `weight`/`bias` `[D]` are optional
 /// (SD3's `elementwise_affine=False` norms have neither).
-pub fn layer_norm(gpu: &Gpu, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
-    let affine = Affine { weight, bias, len: x.cols() };
-    launch(gpu, "layer_norm", x, affine, last_dim(x), eps, false, false)
+pub fn layer_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<Tensor> {
+    let affine = Affine {
+        weight,
+        bias,
+        len: x.cols(),
+    };
+    launch(
+        gpu,
+        "layer_norm",
+        x,
+        affine,
+        last_dim(x),
+        Mode {
+            eps,
+            rms: false,
+            silu: false,
+        },
+    )
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(gpu: &Gpu, x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor> {
-    let affine = Affine { weight, bias: None, len: x.cols() };
-    launch(gpu, "rms_norm", x, affine, last_dim(x), eps, true, false)
+    let affine = Affine {
+        weight,
+        bias: None,
+        len: x.cols(),
+    };
+    launch(
+        gpu,
+        "rms_norm",
+        x,
+        affine,
+        last_dim(x),
+        Mode {
+            eps,
+            rms: true,
+            silu: false,
+        },
+    )
 }
 
 /// GroupNorm over `x [B, C, ...spatial]` with per-channel affine `[C]`,
@@ -102,11 +162,30 @@ pub fn group_norm(
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
     let shape = x.shape();
-    if shape.len() < 2 || num_groups == 0 || shape[1] % num_groups != 0 {
-        return Err(Error::shape(OP, format!("{shape:?} cannot be split into {num_groups} channel groups")));
+    if shape.len() < 2 || num_groups == 0 || !shape[1].is_multiple_of(num_groups) {
+        return Err(Error::shape(
+            OP,
+            format!("{shape:?} cannot be split into {num_groups} channel groups"),
+        ));
     }
     let (b, c) = (shape[0], shape[1]);
     let hw: usize = shape[2..].iter().product();
-    let layout = Layout { rows: b * num_groups, n: c / num_groups * hw, hw, groups: num_groups };
-    launch(gpu, OP, x, Affine { weight, bias, len: c }, layout, eps, false, silu)
+    let layout = Layout {
+        rows: b * num_groups,
+        n: c / num_groups * hw,
+        hw,
+        groups: num_groups,
+    };
+    launch(
+        gpu,
+        OP,
+        x,
+        Affine { weight, bias, len: c },
+        layout,
+        Mode {
+            eps,
+            rms: false,
+            silu,
+        },
+    )
 }

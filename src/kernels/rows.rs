@@ -28,7 +28,11 @@ pub struct Indices {
 impl Indices {
     pub fn upload(gpu: &Gpu, indices: &[u32]) -> Result<Indices> {
         let tensor = gpu.upload_u32(indices, &[indices.len()])?;
-        Ok(Indices { tensor, len: indices.len(), max: indices.iter().copied().max() })
+        Ok(Indices {
+            tensor,
+            len: indices.len(),
+            max: indices.iter().copied().max(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -41,7 +45,11 @@ impl Indices {
 
     fn check(&self, op: &'static str, rows: usize) -> Result<()> {
         match self.max {
-            Some(m) if m as usize >= rows => Err(Error::IndexOutOfRange { op, index: m as u64, len: rows as u64 }),
+            Some(m) if m as usize >= rows => Err(Error::IndexOutOfRange {
+                op,
+                index: m as u64,
+                len: rows as u64,
+            }),
             _ => Ok(()),
         }
     }
@@ -52,7 +60,10 @@ impl Indices {
 pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
     const OP: &str = "gather";
     let code = dtype_code(OP, src)?;
-    let (d, rows) = (src.numel() / src.shape().first().copied().unwrap_or(1).max(1), src.shape()[0]);
+    let (d, rows) = (
+        src.numel() / src.shape().first().copied().unwrap_or(1).max(1),
+        src.shape()[0],
+    );
     idx.check(OP, rows)?;
     let out = gpu.empty(&[idx.len(), d], DType::F32)?;
     if idx.is_empty() || d == 0 {
@@ -68,7 +79,13 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
             src_rows: u32_of(OP, src.chunk_rows(c))?,
         };
         let inputs = [src.chunk_arg(c), idx.tensor.arg()?];
-        gpu.dispatch(&kernel, &inputs, &[out.arg()?], bytemuck::bytes_of(&params), groups(idx.len() * d, 256)?)?;
+        gpu.dispatch(
+            &kernel,
+            &inputs,
+            &[out.arg()?],
+            bytemuck::bytes_of(&params),
+            groups(idx.len() * d, 256)?,
+        )?;
         row_start += src.chunk_rows(c);
     }
     Ok(out)
@@ -80,17 +97,35 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
 pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<()> {
     const OP: &str = "scatter";
     if src.dtype() != DType::F32 || dst.dtype() != DType::F32 {
-        return Err(Error::DType { op: OP, dtype: src.dtype().name().into(), message: "scatter works on f32".into() });
+        return Err(Error::DType {
+            op: OP,
+            dtype: src.dtype().name().into(),
+            message: "scatter works on f32".into(),
+        });
     }
     let d = dst.cols();
     if src.shape() != [idx.len(), d] {
-        return Err(Error::shape(OP, format!("src {:?} should be [{}, {d}]", src.shape(), idx.len())));
+        return Err(Error::shape(
+            OP,
+            format!("src {:?} should be [{}, {d}]", src.shape(), idx.len()),
+        ));
     }
     idx.check(OP, dst.rows())?;
     if idx.is_empty() || d == 0 {
         return Ok(());
     }
-    let params = RowsParams { total: u32_of(OP, idx.len() * d)?, d: u32_of(OP, d)?, row_start: 0, src_rows: 0 };
+    let params = RowsParams {
+        total: u32_of(OP, idx.len() * d)?,
+        d: u32_of(OP, d)?,
+        row_start: 0,
+        src_rows: 0,
+    };
     let kernel = Kernel::new("rows").entry("scatter").constant("SRC_DTYPE", 0);
-    gpu.dispatch(&kernel, &[src.arg()?, idx.tensor.arg()?], &[dst.arg()?], bytemuck::bytes_of(&params), groups(idx.len() * d, 256)?)
+    gpu.dispatch(
+        &kernel,
+        &[src.arg()?, idx.tensor.arg()?],
+        &[dst.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(idx.len() * d, 256)?,
+    )
 }

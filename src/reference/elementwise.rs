@@ -18,7 +18,14 @@ pub fn silu(x: f32) -> f32 {
 
 /// `a op b` where `b` repeats every `b.len()` elements along the last
 /// dimension, optionally advancing one row of `b` every `period` elements.
-pub fn broadcast(a: &[f32], b: &[f32], inner: usize, period: usize, stride: usize, f: impl Fn(f64, f64) -> f64) -> Vec<f32> {
+pub fn broadcast(
+    a: &[f32],
+    b: &[f32],
+    inner: usize,
+    period: usize,
+    stride: usize,
+    f: impl Fn(f64, f64) -> f64,
+) -> Vec<f32> {
     a.iter()
         .enumerate()
         .map(|(i, &x)| f(x as f64, b[(i / period) * stride + i % inner] as f64) as f32)

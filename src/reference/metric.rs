@@ -3,7 +3,15 @@
 
 use crate::kernels::metric::Metric;
 
-pub fn region_metric(v: &[f32], b: usize, c: usize, h: usize, w: usize, patch: usize, metric: Metric) -> Vec<f32> {
+pub fn region_metric(
+    v: &[f32],
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    patch: usize,
+    metric: Metric,
+) -> Vec<f32> {
     let at = |bi: usize, ch: usize, y: usize, x: usize| v[((bi * c + ch) * h + y) * w + x] as f64;
     let pixel = |bi: usize, y: usize, x: usize| -> f64 {
         let vals: Vec<f64> = (0..c).map(|ch| at(bi, ch, y, x)).collect();

@@ -7,7 +7,15 @@ fn vector(emb: &[f32], count: usize, d: usize, b: usize, i: usize) -> &[f32] {
 }
 
 /// `x [B, n, d] · (1 + scale) + shift`.
-pub fn modulate(x: &[f32], emb: &[f32], b: usize, d: usize, count: usize, shift: usize, scale: usize) -> Vec<f32> {
+pub fn modulate(
+    x: &[f32],
+    emb: &[f32],
+    b: usize,
+    d: usize,
+    count: usize,
+    shift: usize,
+    scale: usize,
+) -> Vec<f32> {
     let per_batch = x.len() / b;
     x.iter()
         .enumerate()
@@ -21,7 +29,15 @@ pub fn modulate(x: &[f32], emb: &[f32], b: usize, d: usize, count: usize, shift:
 }
 
 /// `x + gate · y`.
-pub fn gated_residual(x: &[f32], y: &[f32], emb: &[f32], b: usize, d: usize, count: usize, gate: usize) -> Vec<f32> {
+pub fn gated_residual(
+    x: &[f32],
+    y: &[f32],
+    emb: &[f32],
+    b: usize,
+    d: usize,
+    count: usize,
+    gate: usize,
+) -> Vec<f32> {
     let per_batch = x.len() / b;
     x.iter()
         .zip(y)

@@ -15,7 +15,11 @@ fn rows(
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
     for (r, row) in x.chunks(n).enumerate() {
-        let mean = if rms { 0.0 } else { row.iter().map(|&v| v as f64).sum::<f64>() / n as f64 };
+        let mean = if rms {
+            0.0
+        } else {
+            row.iter().map(|&v| v as f64).sum::<f64>() / n as f64
+        };
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
         let inv = 1.0 / (var + eps).sqrt();
         for (c, &v) in row.iter().enumerate() {
@@ -53,5 +57,14 @@ pub fn group_norm(
     silu: bool,
 ) -> Vec<f32> {
     let cpg = c / groups;
-    rows(x, cpg * hw, weight, bias, |r, col| (r % groups) * cpg + col / hw, eps, false, silu)
+    rows(
+        x,
+        cpg * hw,
+        weight,
+        bias,
+        |r, col| (r % groups) * cpg + col / hw,
+        eps,
+        false,
+        silu,
+    )
 }

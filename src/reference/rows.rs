@@ -1,7 +1,9 @@
 //! Reference for `shaders/rows.wgsl`.
 
 pub fn gather(src: &[f32], d: usize, idx: &[u32]) -> Vec<f32> {
-    idx.iter().flat_map(|&r| src[r as usize * d..(r as usize + 1) * d].iter().copied()).collect()
+    idx.iter()
+        .flat_map(|&r| src[r as usize * d..(r as usize + 1) * d].iter().copied())
+        .collect()
 }
 
 pub fn scatter(src: &[f32], d: usize, idx: &[u32], dst: &mut [f32]) {

@@ -13,7 +13,10 @@ use ras::gpu::{Gpu, GpuOptions};
 pub fn gpu() -> MutexGuard<'static, Gpu> {
     static GPU: OnceLock<Mutex<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
-        let options = GpuOptions { poison: true, ..Default::default() };
+        let options = GpuOptions {
+            poison: true,
+            ..Default::default()
+        };
         match Gpu::new(&options) {
             Ok(g) => {
                 eprintln!("testing on {} ({})", g.adapter_name(), g.backend());

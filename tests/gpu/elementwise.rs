@@ -24,8 +24,20 @@ fn add_and_mul_broadcast() {
         let prod = elementwise::mul(&gpu, &xt, &yt).unwrap();
         let want_sum = reference::broadcast(&x, y, inner, period, stride, |a, b| a + b);
         let want_prod = reference::broadcast(&x, y, inner, period, stride, |a, b| a * b);
-        check(&format!("add {name}"), &gpu.read_f32(&sum).unwrap(), &want_sum, 1e-5, seed);
-        check(&format!("mul {name}"), &gpu.read_f32(&prod).unwrap(), &want_prod, 1e-5, seed);
+        check(
+            &format!("add {name}"),
+            &gpu.read_f32(&sum).unwrap(),
+            &want_sum,
+            1e-5,
+            seed,
+        );
+        check(
+            &format!("mul {name}"),
+            &gpu.read_f32(&prod).unwrap(),
+            &want_prod,
+            1e-5,
+            seed,
+        );
     }
 }
 
@@ -54,7 +66,13 @@ fn unary_ops_and_scale() {
     for (op, f) in cases {
         let out = elementwise::unary(&gpu, op, &xt).unwrap();
         let want: Vec<f32> = x.iter().map(|&v| f(v)).collect();
-        check(&format!("{op:?}"), &gpu.read_f32(&out).unwrap(), &want, 1e-5, seed);
+        check(
+            &format!("{op:?}"),
+            &gpu.read_f32(&out).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
     }
     let out = elementwise::scale(&gpu, &xt, -0.37).unwrap();
     let want: Vec<f32> = x.iter().map(|&v| (v as f64 * -0.37f64) as f32).collect();

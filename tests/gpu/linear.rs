@@ -14,8 +14,14 @@ fn encode(w: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
         DType::U32 => unreachable!(),
     };
     let rounded = match dtype {
-        DType::F16 => bytes.chunks(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        DType::F16 => bytes
+            .chunks(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         _ => w.to_vec(),
     };
     (bytes, rounded)
@@ -43,7 +49,7 @@ fn run(gpu: &Gpu, lead: &[usize], n: usize, k: usize) {
         let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
         for bias in [None, Some(&bt)] {
             let out = linear(gpu, &xt, &wt, bias).unwrap();
-            assert_eq!(out.shape(), [&lead[..], &[n]].concat());
+            assert_eq!(out.shape(), [lead, &[n]].concat());
             let got = gpu.read_f32(&out).unwrap();
             let what = format!("linear {m}x{n}x{k} {} bias={}", dtype.name(), bias.is_some());
             let (wr, br) = (encode(&w, dtype).1, encode(&b, dtype).1);
@@ -70,7 +76,11 @@ fn linear_weight_split_over_binding_limit() {
     let _serial = gpu();
     // A 16 KiB binding cap forces a [100, 90] f32 weight (36 KB) into three
     // buffers and an odd-length f16 one into chunks of even row counts.
-    let options = GpuOptions { poison: true, max_binding_bytes: Some(16 << 10), ..Default::default() };
+    let options = GpuOptions {
+        poison: true,
+        max_binding_bytes: Some(16 << 10),
+        ..Default::default()
+    };
     let small = Gpu::new(&options).unwrap();
     let (mut rng, seed) = rng();
     let x = randn(&mut rng, 5 * 90);
@@ -79,15 +89,27 @@ fn linear_weight_split_over_binding_limit() {
     let wt = weight(&small, &w, &[100, 90], DType::F32);
     assert_eq!(wt.num_chunks(), 3);
     let want = reference::linear::linear(&x, &w, None, 5, 100, 90);
-    check("split f32", &small.read_f32(&linear(&small, &xt, &wt, None).unwrap()).unwrap(), &want, 1e-5, seed);
+    check(
+        "split f32",
+        &small.read_f32(&linear(&small, &xt, &wt, None).unwrap()).unwrap(),
+        &want,
+        1e-5,
+        seed,
+    );
     let x = randn(&mut rng, 3 * 91);
     let w = randn(&mut rng, 200 * 91);
     let xt = small.upload_f32(&x, &[3, 91]).unwrap();
     let wt = weight(&small, &w, &[200, 91], DType::F16);
     assert!(wt.num_chunks() > 1);
-    assert!((0..wt.num_chunks()).all(|c| wt.chunk_rows(c) % 2 == 0));
+    assert!((0..wt.num_chunks()).all(|c| wt.chunk_rows(c).is_multiple_of(2)));
     let want = reference::linear::linear(&x, &w, None, 3, 200, 91);
-    check("split f16", &small.read_f32(&linear(&small, &xt, &wt, None).unwrap()).unwrap(), &want, 1e-2, seed);
+    check(
+        "split f16",
+        &small.read_f32(&linear(&small, &xt, &wt, None).unwrap()).unwrap(),
+        &want,
+        1e-2,
+        seed,
+    );
 }
 
 #[test]
@@ -96,16 +118,25 @@ fn linear_rejects_bad_shapes() {
     let x = gpu.upload_f32(&[0.0; 12], &[3, 4]).unwrap();
     let w = gpu.upload_weight_f32(&[0.0; 10], &[2, 5]).unwrap();
     let err = linear(&gpu, &x, &w, None).unwrap_err().to_string();
-    assert!(err.contains("has 4 features but weight [2, 5] expects 5"), "{err}");
+    assert!(
+        err.contains("has 4 features but weight [2, 5] expects 5"),
+        "{err}"
+    );
     let w = gpu.upload_weight_f32(&[0.0; 8], &[2, 4]).unwrap();
     let b = gpu.upload_weight_f32(&[0.0; 3], &[3]).unwrap();
     let err = linear(&gpu, &x, &w, Some(&b)).unwrap_err().to_string();
-    assert!(err.contains("bias [3] f32 does not match weight [2, 4] f32"), "{err}");
+    assert!(
+        err.contains("bias [3] f32 does not match weight [2, 4] f32"),
+        "{err}"
+    );
 }
 
 #[test]
 fn tensor_larger_than_device_is_an_error() {
     let gpu = gpu();
-    let err = gpu.empty(&[1 << 20, 1 << 12], DType::F32).unwrap_err().to_string();
+    let err = gpu
+        .empty(&[1 << 20, 1 << 12], DType::F32)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("allows at most"), "{err}");
 }

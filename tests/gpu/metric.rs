@@ -15,7 +15,13 @@ fn region_metric_std_and_l2_non_square() {
             let out = region_metric(&gpu, &vt, patch, metric).unwrap();
             assert_eq!(out.shape(), [b, (h / patch) * (w / patch)]);
             let want = reference::region_metric(&v, b, c, h, w, patch, metric);
-            check(&format!("{metric:?} {b}x{c}x{h}x{w} p{patch}"), &gpu.read_f32(&out).unwrap(), &want, 1e-5, seed);
+            check(
+                &format!("{metric:?} {b}x{c}x{h}x{w} p{patch}"),
+                &gpu.read_f32(&out).unwrap(),
+                &want,
+                1e-5,
+                seed,
+            );
         }
     }
 }
@@ -25,5 +31,8 @@ fn region_metric_rejects_indivisible_latent() {
     let gpu = gpu();
     let v = gpu.upload_f32(&[0.0; 2 * 5 * 4], &[1, 2, 5, 4]).unwrap();
     let err = region_metric(&gpu, &v, 2, Metric::Std).unwrap_err().to_string();
-    assert!(err.contains("5×4 latent is not divisible into 2×2 patches"), "{err}");
+    assert!(
+        err.contains("5×4 latent is not divisible into 2×2 patches"),
+        "{err}"
+    );
 }

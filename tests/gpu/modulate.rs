@@ -28,6 +28,13 @@ fn modulate_rejects_wrong_embedding() {
     let gpu = gpu();
     let x = gpu.upload_f32(&[0.0; 24], &[2, 3, 4]).unwrap();
     let emb = gpu.upload_f32(&[0.0; 16], &[2, 8]).unwrap();
-    let err = modulate(&gpu, &x, &emb, Chunk { index: 0, count: 6 }, Chunk { index: 1, count: 6 }).unwrap_err();
+    let err = modulate(
+        &gpu,
+        &x,
+        &emb,
+        Chunk { index: 0, count: 6 },
+        Chunk { index: 1, count: 6 },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("is not [2, 6×4]"), "{err}");
 }

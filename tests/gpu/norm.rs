@@ -18,13 +18,31 @@ fn layer_norm_and_rms_norm() {
         let bt = gpu.upload_weight_f32(&b, &[d]).unwrap();
         let ln = norm::layer_norm(&gpu, &xt, Some(&wt), Some(&bt), 1e-5).unwrap();
         let want = reference::layer_norm(&x, d, Some(&w), Some(&b), 1e-5);
-        check(&format!("layer_norm affine {rows}x{d}"), &gpu.read_f32(&ln).unwrap(), &want, 1e-5, seed);
+        check(
+            &format!("layer_norm affine {rows}x{d}"),
+            &gpu.read_f32(&ln).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
         let ln = norm::layer_norm(&gpu, &xt, None, None, 1e-6).unwrap();
         let want = reference::layer_norm(&x, d, None, None, 1e-6);
-        check(&format!("layer_norm plain {rows}x{d}"), &gpu.read_f32(&ln).unwrap(), &want, 1e-5, seed);
+        check(
+            &format!("layer_norm plain {rows}x{d}"),
+            &gpu.read_f32(&ln).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
         let rms = norm::rms_norm(&gpu, &xt, Some(&wt), 1e-6).unwrap();
         let want = reference::rms_norm(&x, d, Some(&w), 1e-6);
-        check(&format!("rms_norm {rows}x{d}"), &gpu.read_f32(&rms).unwrap(), &want, 1e-5, seed);
+        check(
+            &format!("rms_norm {rows}x{d}"),
+            &gpu.read_f32(&rms).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
     }
 }
 
@@ -42,7 +60,13 @@ fn group_norm_with_and_without_silu() {
     for silu in [false, true] {
         let out = norm::group_norm(&gpu, &xt, groups, Some(&wt), Some(&bt), 1e-6, silu).unwrap();
         let want = reference::group_norm(&x, c, h * w, groups, Some(&wv), Some(&bv), 1e-6, silu);
-        check(&format!("group_norm silu={silu}"), &gpu.read_f32(&out).unwrap(), &want, 1e-5, seed);
+        check(
+            &format!("group_norm silu={silu}"),
+            &gpu.read_f32(&out).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
     }
 }
 
@@ -51,8 +75,12 @@ fn norm_rejects_bad_shapes() {
     let gpu = gpu();
     let x: Tensor = gpu.upload_f32(&[1.0; 24], &[2, 12]).unwrap();
     let w = gpu.upload_weight_f32(&[1.0; 5], &[5]).unwrap();
-    let err = norm::layer_norm(&gpu, &x, Some(&w), None, 1e-5).unwrap_err().to_string();
+    let err = norm::layer_norm(&gpu, &x, Some(&w), None, 1e-5)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("[5] should be [12]"), "{err}");
-    let err = norm::group_norm(&gpu, &x, 5, None, None, 1e-6, false).unwrap_err().to_string();
+    let err = norm::group_norm(&gpu, &x, 5, None, None, 1e-6, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot be split into 5 channel groups"), "{err}");
 }

@@ -37,18 +37,32 @@ fn gather_then_scatter_is_identity_on_gathered_rows() {
 #[test]
 fn gather_from_split_16bit_table() {
     let _serial = gpu();
-    let small = Gpu::new(&GpuOptions { poison: true, max_binding_bytes: Some(2 << 10), ..Default::default() }).unwrap();
+    let small = Gpu::new(&GpuOptions {
+        poison: true,
+        max_binding_bytes: Some(2 << 10),
+        ..Default::default()
+    })
+    .unwrap();
     let (mut rng, seed) = rng();
     let (rows, d) = (100, 21);
     let table = randn(&mut rng, rows * d);
-    let bytes: Vec<u8> = table.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+    let bytes: Vec<u8> = table
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
     let t = small.upload_weight(&bytes, &[rows, d], DType::BF16).unwrap();
     assert!(t.num_chunks() > 2);
     let picked: Vec<u32> = (0..20).map(|i| (i * 37 % rows) as u32).collect();
     let idx = Indices::upload(&small, &picked).unwrap();
     let out = small.read_f32(&gather(&small, &t, &idx).unwrap()).unwrap();
     let rounded: Vec<f32> = table.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
-    check("gather split bf16", &out, &reference::gather(&rounded, d, &picked), 1e-7, seed);
+    check(
+        "gather split bf16",
+        &out,
+        &reference::gather(&rounded, d, &picked),
+        1e-7,
+        seed,
+    );
 }
 
 #[test]

@@ -11,7 +11,15 @@ use crate::common::gpu;
 fn unknown_shader_is_a_compile_error() {
     let gpu = gpu();
     let x = gpu.upload_f32(&[1.0; 4], &[4]).unwrap();
-    let err = gpu.dispatch(&Kernel::new("no_such_kernel"), &[x.arg().unwrap()], &[], &[0; 16], 1).unwrap_err();
+    let err = gpu
+        .dispatch(
+            &Kernel::new("no_such_kernel"),
+            &[x.arg().unwrap()],
+            &[],
+            &[0; 16],
+            1,
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::ShaderCompile { .. }), "{err}");
 }
 
@@ -25,7 +33,14 @@ fn validation_error_is_a_result_not_a_panic() {
     let params = [4u32, 4, 4, 0, 0, 0, 0, 0];
     let kernel = Kernel::new("elementwise").constant("OP", 0);
     let a = x.arg().unwrap();
-    gpu.dispatch(&kernel, &[a, x.arg().unwrap()], &[x.arg().unwrap()], bytemuck::cast_slice(&params), 1).unwrap();
+    gpu.dispatch(
+        &kernel,
+        &[a, x.arg().unwrap()],
+        &[x.arg().unwrap()],
+        bytemuck::cast_slice(&params),
+        1,
+    )
+    .unwrap();
     let err = gpu.flush().unwrap_err();
     assert!(matches!(err, Error::Validation { .. }), "{err}");
     // The device stays usable afterwards.
@@ -40,7 +55,8 @@ fn host_application_can_hand_in_its_device() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("an adapter (install mesa-vulkan-drivers without a GPU)");
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let gpu = Gpu::from_device(device, queue, adapter.get_info(), &GpuOptions::default());
     let a = gpu.upload_f32(&[1.0, 2.0, 3.0], &[3]).unwrap();
     let b = gpu.upload_f32(&[10.0, 20.0, 30.0], &[3]).unwrap();
@@ -62,6 +78,10 @@ fn pool_recycles_buffers_and_tracks_peak() {
     assert_eq!(after_drop.live_bytes, before.live_bytes);
     assert_eq!(after_drop.cached_bytes, 40_192);
     let _again = gpu.empty(&[10, 1000], DType::F32).unwrap();
-    assert_eq!(gpu.memory().cached_bytes, 0, "a same-size request must reuse the cached buffer");
+    assert_eq!(
+        gpu.memory().cached_bytes,
+        0,
+        "a same-size request must reuse the cached buffer"
+    );
     assert!(gpu.memory().peak_bytes >= after_alloc.live_bytes + after_alloc.weight_bytes);
 }
