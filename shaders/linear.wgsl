@@ -15,9 +15,14 @@
 // Weights bigger than a storage binding are split by rows on the host and
 // launched once per chunk, each writing its columns at `n_offset`.
 //
-// Bindings: 0 x [M, K] f32, 1 w [N, K] in W_DTYPE (0 f32, 1 f16, 2 bf16),
-//           2 bias [N_total] same dtype (ignored unless has_bias), 3 out [M, N_total] f32,
-//           4 params. Dispatch: tiles_m * tiles_n workgroups, tiles = ceil(dim / 32).
+// Row indices (optional): logical row m reads x row in_idx[m] and writes out
+// row out_idx[m]. This gathers active tokens and writes K/V rows straight
+// into a cache or a concatenated buffer without separate copy passes.
+//
+// Bindings: 0 x [*, K] f32, 1 w [N, K] in W_DTYPE (0 f32, 1 f16, 2 bf16),
+//           2 bias [N_total] same dtype (ignored unless has_bias), 3 in_idx [M] u32,
+//           4 out_idx [M] u32 (each ignored unless flagged), 5 out [*, N_total] f32,
+//           6 params. Dispatch: tiles_m * tiles_n workgroups, tiles = ceil(dim / 32).
 
 override W_DTYPE: u32 = 0u;
 override ALIGNED: bool = false;
@@ -30,13 +35,26 @@ struct Params {
     n_offset: u32,
     has_bias: u32,
     tiles_n: u32,
+    has_in_idx: u32,
+    has_out_idx: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> w: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> in_idx: array<u32>;
+@group(0) @binding(4) var<storage, read> out_idx: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+fn x_row(m: u32) -> u32 {
+    let r = min(m, p.m - 1u);
+    return select(r, in_idx[r], p.has_in_idx != 0u);
+}
+
+fn out_row(m: u32) -> u32 {
+    return select(m, out_idx[m], p.has_out_idx != 0u);
+}
 
 fn x_at(i: u32) -> f32 {
     return x[i >> 2u][i & 3u];
@@ -77,10 +95,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if m0 >= p.m || n0 >= p.n {
         return;
     }
-    let x0 = min(m0, p.m - 1u) * p.k;
-    let x1 = min(m0 + 1u, p.m - 1u) * p.k;
-    let x2 = min(m0 + 2u, p.m - 1u) * p.k;
-    let x3 = min(m0 + 3u, p.m - 1u) * p.k;
+    let x0 = x_row(m0) * p.k;
+    let x1 = x_row(m0 + 1u) * p.k;
+    let x2 = x_row(m0 + 2u) * p.k;
+    let x3 = x_row(m0 + 3u) * p.k;
     let w0 = min(n0, p.n - 1u) * p.k;
     let w1 = min(n0 + 1u, p.n - 1u) * p.k;
     let w2 = min(n0 + 2u, p.n - 1u) * p.k;
@@ -122,9 +140,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let c = array(c0 + bv, c1 + bv, c2 + bv, c3 + bv);
     for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            if m0 + i < p.m && n0 + j < p.n {
-                out[(m0 + i) * p.n_total + p.n_offset + n0 + j] = c[i][j];
+        if m0 + i < p.m {
+            let o = out_row(m0 + i) * p.n_total + p.n_offset + n0;
+            for (var j = 0u; j < 4u; j++) {
+                if n0 + j < p.n {
+                    out[o + j] = c[i][j];
+                }
             }
         }
     }

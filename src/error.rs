@@ -50,6 +50,30 @@ pub enum Error {
     #[error("GPU device lost: {message}")]
     DeviceLost { message: String },
 
+    #[error("weights: {path}: {message}")]
+    WeightFile { path: String, message: String },
+
+    #[error("weights: missing tensor '{key}' (looked in {files}); is this the right model folder?")]
+    MissingWeight { key: String, files: String },
+
+    #[error("weights: tensor '{key}' in {file} has shape {got:?}, expected {expected:?}; the config does not match the weights")]
+    WeightShape {
+        key: String,
+        file: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    #[error("weights: tensor '{key}' in {file} has dtype {dtype}; only F32, F16 and BF16 are supported")]
+    WeightDType {
+        key: String,
+        file: String,
+        dtype: String,
+    },
+
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

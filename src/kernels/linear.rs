@@ -1,8 +1,10 @@
 //! Linear layer (`shaders/linear.wgsl`): `y = x·Wᵀ + b` with PyTorch's
-//! `[out_features, in_features]` weights in f32, f16 or bf16.
+//! `[out_features, in_features]` weights in f32, f16 or bf16, optionally
+//! reading and writing rows through index lists.
 
 use bytemuck::{Pod, Zeroable};
 
+use super::rows::Indices;
 use super::{dtype_code, groups, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
@@ -17,25 +19,46 @@ struct LinearParams {
     n_offset: u32,
     has_bias: u32,
     tiles_n: u32,
+    has_in_idx: u32,
+    has_out_idx: u32,
 }
 
 /// Output tile edge of one workgroup (8×8 invocations × 4×4 outputs).
 const TILE: usize = 32;
+const OP: &str = "linear";
+
+/// Row routing for [`linear_into`]: logical row `m` reads input row
+/// `input[m]` and writes output row `output[m]` (identity when `None`).
+#[derive(Clone, Copy, Default)]
+pub struct Rows<'a> {
+    pub input: Option<&'a Indices>,
+    pub output: Option<&'a Indices>,
+}
 
 /// `x [.., K]` times `weight [N, K]`ᵀ plus `bias [N]` → `[.., N]` (f32).
-/// Weights split into several buffers (over the binding limit) run one
-/// launch per chunk.
 pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    const OP: &str = "linear";
-    if x.dtype() != DType::F32 {
-        return Err(Error::DType {
-            op: OP,
-            dtype: x.dtype().name().into(),
-            message: "activations must be f32".into(),
-        });
+    let n = weight.shape().first().copied().unwrap_or(0);
+    let mut shape = x.shape().to_vec();
+    match shape.last_mut() {
+        Some(last) => *last = n,
+        None => return Err(Error::shape(OP, "input must have at least one dimension")),
     }
-    let code = dtype_code(OP, weight)?;
-    let (k, m) = (x.cols(), x.rows());
+    let out = gpu.empty(&shape, DType::F32)?;
+    linear_into(gpu, x, weight, bias, &out, Rows::default())?;
+    Ok(out)
+}
+
+fn check(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, out: &Tensor) -> Result<(usize, usize)> {
+    for (what, t) in [("activations", x), ("output", out)] {
+        if t.dtype() != DType::F32 {
+            return Err(Error::DType {
+                op: OP,
+                dtype: t.dtype().name().into(),
+                message: format!("{what} must be f32"),
+            });
+        }
+    }
+    let k = x.cols();
     let &[n, wk] = weight.shape() else {
         return Err(Error::shape(
             OP,
@@ -52,6 +75,12 @@ pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
             ),
         ));
     }
+    if out.cols() != n {
+        return Err(Error::shape(
+            OP,
+            format!("output {:?} must have {n} columns", out.shape()),
+        ));
+    }
     if let Some(b) = bias {
         if b.shape() != [n] || b.dtype() != weight.dtype() {
             return Err(Error::shape(
@@ -66,48 +95,76 @@ pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
             ));
         }
     }
-    let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap_or(&mut 0) = n;
-    if out_shape.is_empty() {
-        out_shape.push(n);
+    Ok((n, k))
+}
+
+/// Writes `x·Wᵀ + b` into existing `out [R, N]`, with optional input and
+/// output row indices (gathering active tokens, writing K/V rows straight
+/// into a cache). Rows of `out` that are not written keep their values.
+pub fn linear_into(
+    gpu: &Gpu,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    rows: Rows,
+) -> Result<()> {
+    let code = dtype_code(OP, weight)?;
+    let (n, k) = check(x, weight, bias, out)?;
+    let m = rows.input.map_or(x.rows(), Indices::len);
+    if let Some(i) = rows.input {
+        i.check(OP, x.rows())?;
     }
-    let out = gpu.empty(&out_shape, DType::F32)?;
+    match rows.output {
+        Some(o) if o.len() != m => {
+            return Err(Error::shape(
+                OP,
+                format!("{} output rows for {m} input rows", o.len()),
+            ));
+        }
+        Some(o) => o.check(OP, out.rows())?,
+        None if out.rows() < m => {
+            return Err(Error::shape(
+                OP,
+                format!("output {:?} has fewer than {m} rows", out.shape()),
+            ));
+        }
+        None => {}
+    }
     if m == 0 || n == 0 {
-        return Ok(out);
+        return Ok(());
     }
     // The wide-load path needs every row to start on a 4-element boundary.
     let kernel = Kernel::new(OP)
         .constant("W_DTYPE", code)
         .constant("ALIGNED", (k % 4 == 0) as u32);
+    let in_idx = rows.input.map_or(x, Indices::tensor);
+    let out_idx = rows.output.map_or(x, Indices::tensor);
     let mut n_offset = 0;
     for c in 0..weight.num_chunks() {
-        let rows = weight.chunk_rows(c);
-        let tiles_n = rows.div_ceil(TILE);
+        let chunk_rows = weight.chunk_rows(c);
+        let tiles_n = chunk_rows.div_ceil(TILE);
         let params = LinearParams {
             m: u32_of(OP, m)?,
-            n: u32_of(OP, rows)?,
+            n: u32_of(OP, chunk_rows)?,
             k: u32_of(OP, k)?,
             n_total: u32_of(OP, n)?,
             n_offset: u32_of(OP, n_offset)?,
             has_bias: bias.is_some() as u32,
             tiles_n: u32_of(OP, tiles_n)?,
+            has_in_idx: rows.input.is_some() as u32,
+            has_out_idx: rows.output.is_some() as u32,
         };
-        let w = weight.chunk_arg(c);
         let b = match bias {
             Some(b) => b.arg()?,
             None => weight.chunk_arg(c),
         };
+        let inputs = [x.arg()?, weight.chunk_arg(c), b, in_idx.arg()?, out_idx.arg()?];
         let wg = groups(m.div_ceil(TILE) * tiles_n, 1)?;
-        gpu.dispatch(
-            &kernel,
-            &[x.arg()?, w, b],
-            &[out.arg()?],
-            bytemuck::bytes_of(&params),
-            wg,
-        )?;
-        n_offset += rows;
+        gpu.dispatch(&kernel, &inputs, &[out.arg()?], bytemuck::bytes_of(&params), wg)?;
+        n_offset += chunk_rows;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Multiply-adds ×2 of one linear call, for GFLOP/s figures.

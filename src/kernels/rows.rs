@@ -35,6 +35,10 @@ impl Indices {
         })
     }
 
+    pub(crate) fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -43,7 +47,7 @@ impl Indices {
         self.len == 0
     }
 
-    fn check(&self, op: &'static str, rows: usize) -> Result<()> {
+    pub(crate) fn check(&self, op: &'static str, rows: usize) -> Result<()> {
         match self.max {
             Some(m) if m as usize >= rows => Err(Error::IndexOutOfRange {
                 op,

@@ -140,3 +140,67 @@ fn tensor_larger_than_device_is_an_error() {
         .to_string();
     assert!(err.contains("allows at most"), "{err}");
 }
+
+#[test]
+fn linear_with_row_indices_gathers_and_scatters() {
+    use ras::kernels::linear::{linear_into, Rows};
+    use ras::kernels::rows::Indices;
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (rows, n, k) = (29, 19, 36);
+    let x = randn(&mut rng, rows * k);
+    let w = randn(&mut rng, n * k);
+    let b = randn(&mut rng, n);
+    let xt = gpu.upload_f32(&x, &[rows, k]).unwrap();
+    let wt = gpu.upload_weight_f32(&w, &[n, k]).unwrap();
+    let bt = gpu.upload_weight_f32(&b, &[n]).unwrap();
+    // Rows 3, 17, 0, 28, 5 of x go to rows 40, 2, 11, 7, 39 of a 41-row output.
+    let (src, dst) = ([3u32, 17, 0, 28, 5], [40u32, 2, 11, 7, 39]);
+    let before = randn(&mut rng, 41 * n);
+    let out = gpu.upload_f32(&before, &[41, n]).unwrap();
+    let (si, di) = (
+        Indices::upload(&gpu, &src).unwrap(),
+        Indices::upload(&gpu, &dst).unwrap(),
+    );
+    linear_into(
+        &gpu,
+        &xt,
+        &wt,
+        Some(&bt),
+        &out,
+        Rows {
+            input: Some(&si),
+            output: Some(&di),
+        },
+    )
+    .unwrap();
+    let full = reference::linear::linear(&x, &w, Some(&b), rows, n, k);
+    let mut want = before.clone();
+    for (&s, &d) in src.iter().zip(&dst) {
+        want[d as usize * n..(d as usize + 1) * n]
+            .copy_from_slice(&full[s as usize * n..(s as usize + 1) * n]);
+    }
+    check(
+        "linear with row indices",
+        &gpu.read_f32(&out).unwrap(),
+        &want,
+        1e-5,
+        seed,
+    );
+    let bad = Indices::upload(&gpu, &[0, 1, 2, 3, 41]).unwrap();
+    let err = linear_into(
+        &gpu,
+        &xt,
+        &wt,
+        None,
+        &out,
+        Rows {
+            input: Some(&si),
+            output: Some(&bad),
+        },
+    );
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("index 41 out of range for 41 rows"));
+}

@@ -1,0 +1,162 @@
+//! Safetensors weight store, memory-mapped, with prefix-scoped lookups by
+//! diffusers key name (like candle's `VarBuilder::pp`), so that a model file
+//! reads like the module tree: `w.pp("transformer_blocks").pp(3).pp("attn")`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Tensor};
+
+struct WeightFile {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+    metadata: Metadata,
+}
+
+struct Store {
+    files: Vec<WeightFile>,
+    /// Key → index into `files`.
+    keys: HashMap<String, usize>,
+    used: Mutex<HashSet<String>>,
+}
+
+/// A view of the weight store under a key prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Weights {
+    store: Arc<Store>,
+    prefix: String,
+}
+
+fn file_error(path: &Path, message: impl Display) -> Error {
+    Error::WeightFile { path: path.display().to_string(), message: message.to_string() }
+}
+
+fn open_file(path: &Path) -> Result<WeightFile> {
+    let file = File::open(path).map_err(|e| file_error(path, e))?;
+    // SAFETY: the map is read-only; like every mmap-based loader we rely on
+    // the file not being truncated while the model is loaded.
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| file_error(path, e))?;
+    let (n, metadata) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| file_error(path, format!("not a valid safetensors file ({e}); is it truncated?")))?;
+    Ok(WeightFile { path: path.to_owned(), mmap, data_start: 8 + n, metadata })
+}
+
+impl Weights {
+    /// Opens the given safetensors files as one store.
+    pub fn from_files(paths: &[PathBuf]) -> Result<Weights> {
+        let mut files = Vec::new();
+        let mut keys = HashMap::new();
+        for path in paths {
+            let f = open_file(path)?;
+            for key in f.metadata.tensors().keys() {
+                keys.insert(key.clone(), files.len());
+            }
+            files.push(f);
+        }
+        Ok(Weights { store: Arc::new(Store { files, keys, used: Mutex::default() }), prefix: String::new() })
+    }
+
+    /// Opens a diffusers component folder: `<stem>.safetensors`, or the shards
+    /// listed in `<stem>.safetensors.index.json`.
+    pub fn from_dir(dir: &Path, stem: &str) -> Result<Weights> {
+        let single = dir.join(format!("{stem}.safetensors"));
+        if single.exists() {
+            return Self::from_files(&[single]);
+        }
+        let index = dir.join(format!("{stem}.safetensors.index.json"));
+        let text = std::fs::read_to_string(&index).map_err(|_| {
+            file_error(dir, format!("neither {stem}.safetensors nor {stem}.safetensors.index.json found"))
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_error(&index, e))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| file_error(&index, "no \"weight_map\" object"))?;
+        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        Self::from_files(&shards.iter().map(|s| dir.join(s)).collect::<Vec<_>>())
+    }
+
+    /// The view under `prefix.name`.
+    pub fn pp(&self, name: impl Display) -> Weights {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Weights { store: self.store.clone(), prefix }
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.keys.contains_key(&self.key(name))
+    }
+
+    /// Raw bytes, dtype and shape of tensor `name`, checked against `shape`.
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<(&[u8], DType, Vec<usize>)> {
+        let key = self.key(name);
+        let Some(&i) = self.store.keys.get(&key) else {
+            let files = self.store.files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>();
+            return Err(Error::MissingWeight { key, files: files.join(", ") });
+        };
+        let f = &self.store.files[i];
+        let file = f.path.display().to_string();
+        let info = f.metadata.info(&key).ok_or_else(|| file_error(&f.path, "index out of sync"))?;
+        let dtype = match info.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => return Err(Error::WeightDType { key, file, dtype: format!("{other:?}") }),
+        };
+        // Leading 1s are squeezed: diffusers stores some vectors as [1, N, D].
+        let numel: usize = info.shape.iter().product();
+        if numel != shape.iter().product::<usize>() || strip_ones(&info.shape) != strip_ones(shape) {
+            return Err(Error::WeightShape { key, file, expected: shape.to_vec(), got: info.shape.clone() });
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = &f.mmap[f.data_start + start..f.data_start + end];
+        self.store.used.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        Ok((bytes, dtype, info.shape.clone()))
+    }
+
+    /// Tensor `name` uploaded in its stored dtype (f32, f16 or bf16).
+    pub fn get(&self, gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (bytes, dtype, _) = self.raw(name, shape)?;
+        gpu.upload_weight(bytes, shape, dtype)
+    }
+
+    /// Tensor `name` as f32 values on the host.
+    pub fn get_host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (bytes, dtype, _) = self.raw(name, shape)?;
+        Ok(match dtype {
+            DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            _ => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        })
+    }
+
+    /// Keys never read so far, sorted (for the load report).
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.store.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<String> = self.store.keys.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        keys.sort();
+        keys
+    }
+}
+
+fn strip_ones(shape: &[usize]) -> &[usize] {
+    let lead = shape.iter().take_while(|&&d| d == 1).count();
+    &shape[lead.min(shape.len().saturating_sub(1))..]
+}
