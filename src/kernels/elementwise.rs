@@ -29,8 +29,9 @@ const OP_MUL: u32 = 1;
 const OP_SCALE: u32 = 2;
 
 /// How `b` repeats across `a`: `(inner, period, stride)` as in the shader.
-/// Accepted: equal shapes, `b = [D]` against `[.., D]`, and `b = [B, D]`
-/// (or `[B, 1, D]`) against `[B, .., D]`.
+/// Accepted: equal shapes, `b = [D]` against `[.., D]`, `b = [B, D]`
+/// (or `[B, 1, D]`) against `[B, .., D]`, and `b = [N, D]` repeated over
+/// the batch of `a = [B, N, D]` (a position table).
 fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
     let n: usize = a.iter().product();
     let d = *a.last().unwrap_or(&1);
@@ -40,6 +41,9 @@ fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(usize, usize
     }
     if b.len() == 1 && b[0] == d {
         return Ok((d, n, 0));
+    }
+    if a.len() >= 2 && b == &a[1..] {
+        return Ok((bn, n, 0));
     }
     let batch = a.first().copied().unwrap_or(1);
     if b.first() == Some(&batch) && b.last() == Some(&d) && bn == batch * d && a.len() >= 2 {

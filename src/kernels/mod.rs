@@ -7,6 +7,7 @@ pub mod linear;
 pub mod metric;
 pub mod modulate;
 pub mod norm;
+pub mod patch;
 pub mod rows;
 
 use crate::error::{Error, Result};

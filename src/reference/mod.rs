@@ -6,6 +6,7 @@ pub mod linear;
 pub mod metric;
 pub mod modulate;
 pub mod norm;
+pub mod patch;
 pub mod rows;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving

@@ -12,11 +12,13 @@ fn add_and_mul_broadcast() {
     let same = randn(&mut rng, b * n * d);
     let row = randn(&mut rng, d);
     let per_batch = randn(&mut rng, b * d);
+    let per_token = randn(&mut rng, n * d);
     let xt = gpu.upload_f32(&x, &[b, n, d]).unwrap();
-    let cases: [(&str, &[f32], &[usize], (usize, usize, usize)); 3] = [
+    let cases: [(&str, &[f32], &[usize], (usize, usize, usize)); 4] = [
         ("same shape", &same, &[b, n, d], (b * n * d, b * n * d, 0)),
         ("row vector", &row, &[d], (d, b * n * d, 0)),
         ("per batch", &per_batch, &[b, 1, d], (d, n * d, d)),
+        ("repeated over batch", &per_token, &[n, d], (n * d, b * n * d, 0)),
     ];
     for (name, y, shape, (inner, period, stride)) in cases {
         let yt = gpu.upload_f32(y, shape).unwrap();

@@ -11,5 +11,6 @@ mod linear;
 mod metric;
 mod modulate;
 mod norm;
+mod patch;
 mod rows;
 mod runtime;
