@@ -12,7 +12,7 @@ macro_rules! shader_table {
     };
 }
 
-shader_table!["elementwise"];
+shader_table!["elementwise", "attention", "rope"];
 
 /// The full source of kernel `name` as the device compiles it.
 pub(crate) fn source(name: &str) -> Option<String> {

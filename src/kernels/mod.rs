@@ -2,7 +2,9 @@
 //! (`shaders/<family>.wgsl`). A launcher checks shapes and dtypes, allocates
 //! the output and records the dispatch; nothing runs until a flush.
 
+pub mod attention;
 pub mod elementwise;
+pub mod rope;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

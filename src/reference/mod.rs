@@ -1,7 +1,9 @@
 //! Naive CPU versions of every kernel, accumulating in f64: the oracle the
 //! GPU tests compare against. Clarity over speed; no wgpu here.
 
+pub mod attention;
 pub mod elementwise;
+pub mod rope;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving
 /// infinity so that it never passes a tolerance.

@@ -2,5 +2,7 @@
 //! (lavapipe in CI), at sizes that are not multiples of the tile sizes, with
 //! outputs poisoned with NaN before each run.
 
+mod attention;
 mod common;
 mod elementwise;
+mod rope;
