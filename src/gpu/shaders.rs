@@ -12,7 +12,7 @@ macro_rules! shader_table {
     };
 }
 
-shader_table!["elementwise", "linear", "metric", "modulate", "norm", "patch", "rows"];
+shader_table!["attention", "elementwise", "linear", "metric", "modulate", "norm", "patch", "rope", "rows"];
 
 /// The full source of kernel `name` as the device compiles it.
 pub(crate) fn source(name: &str) -> Option<String> {

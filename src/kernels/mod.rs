@@ -2,12 +2,14 @@
 //! (`shaders/<family>.wgsl`). A launcher checks shapes and dtypes, allocates
 //! the output and records the dispatch; nothing runs until a flush.
 
+pub mod attention;
 pub mod elementwise;
 pub mod linear;
 pub mod metric;
 pub mod modulate;
 pub mod norm;
 pub mod patch;
+pub mod rope;
 pub mod rows;
 
 use crate::error::{Error, Result};

@@ -1,12 +1,14 @@
 //! Naive CPU versions of every kernel, accumulating in f64: the oracle the
 //! GPU tests compare against. Clarity over speed; no wgpu here.
 
+pub mod attention;
 pub mod elementwise;
 pub mod linear;
 pub mod metric;
 pub mod modulate;
 pub mod norm;
 pub mod patch;
+pub mod rope;
 pub mod rows;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving

@@ -5,6 +5,7 @@
 // Case tables are tuples of slices and functions; naming each type would not help.
 #![allow(clippy::type_complexity)]
 
+mod attention;
 mod common;
 mod elementwise;
 mod linear;
@@ -12,5 +13,6 @@ mod metric;
 mod modulate;
 mod norm;
 mod patch;
+mod rope;
 mod rows;
 mod runtime;

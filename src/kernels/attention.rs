@@ -1,0 +1,242 @@
+//! Attention (`shaders/attention.wgsl`): `softmax(Q·Kᵀ·scale [+ key mask])·V`
+//! per batch and head with an online softmax, so memory stays linear in the
+//! sequence lengths. Grouped-query heads and strided views (Q, K and V as
+//! slices of one fused projection) are supported.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_dtype, groups, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Kernel, Tensor};
+
+/// Largest head dimension the shader's private arrays hold (`MAX_D`).
+pub const MAX_HEAD_DIM: usize = 128;
+/// Invocations per workgroup (`WG`).
+const WG: usize = 64;
+/// Queries per invocation (`QPT`, at most the shader's `MAX_QPT`).
+const QPT: usize = 1;
+
+const OP: &str = "attention";
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttentionParams {
+    lq: u32,
+    lk: u32,
+    hq: u32,
+    group: u32,
+    q_off: u32,
+    q_stride: u32,
+    k_off: u32,
+    k_stride: u32,
+    v_off: u32,
+    v_stride: u32,
+    q_blocks: u32,
+    scale_log2: f32,
+}
+
+/// Q, K or V seen as `[batch, len, heads, head_dim]` rows inside an f32
+/// tensor: element `d` of head `h` of token `t` in batch `b` is element
+/// `offset + (b * len + t) * row_stride + h * head_dim + d` of `tensor`.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadsView<'a> {
+    pub tensor: &'a Tensor,
+    pub batch: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub offset: usize,
+    pub row_stride: usize,
+}
+
+impl<'a> HeadsView<'a> {
+    /// The whole of a contiguous `[batch, len, heads, head_dim]` tensor.
+    pub fn contiguous(name: &str, tensor: &'a Tensor) -> Result<Self> {
+        let &[batch, len, heads, head_dim] = tensor.shape() else {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{name} must be [batch, len, heads, head_dim], got {:?}",
+                    tensor.shape()
+                ),
+            ));
+        };
+        let row_stride = heads * head_dim;
+        Ok(HeadsView {
+            tensor,
+            batch,
+            len,
+            heads,
+            head_dim,
+            offset: 0,
+            row_stride,
+        })
+    }
+
+    fn check(&self, name: &str) -> Result<()> {
+        expect_dtype(OP, self.tensor, &[DType::F32])?;
+        let dims = [self.batch, self.len, self.heads, self.head_dim];
+        if dims.contains(&0) {
+            return Err(Error::shape(
+                OP,
+                format!("{name} has an empty dimension: {dims:?}"),
+            ));
+        }
+        let row = self.heads * self.head_dim;
+        if self.row_stride < row {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{name} row stride {} is shorter than its {row} elements",
+                    self.row_stride
+                ),
+            ));
+        }
+        let end = self.offset + (self.batch * self.len - 1) * self.row_stride + row;
+        if end > self.tensor.numel() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{name} view {dims:?} at offset {} with row stride {} reaches element {end} \
+                     of a tensor of {}",
+                    self.offset,
+                    self.row_stride,
+                    self.tensor.numel()
+                ),
+            ));
+        }
+        u32_of(OP, self.tensor.numel())?;
+        Ok(())
+    }
+}
+
+/// Floating-point operations of one attention call (two matmuls of
+/// `2·Lq·Lk·D` each per batch and query head), for throughput figures.
+pub fn attention_flops(b: usize, lq: usize, lk: usize, hq: usize, d: usize) -> f64 {
+    4.0 * b as f64 * lq as f64 * lk as f64 * hq as f64 * d as f64
+}
+
+/// `softmax(Q·Kᵀ·scale [+ mask])·V` for contiguous `q [B, Lq, Hq, D]`,
+/// `k`, `v [B, Lk, Hkv, D]` and an optional u32 key mask `[B, Lk]`
+/// (1 attend, 0 masked). Returns `[B, Lq, Hq, D]`. Query head `h` reads kv
+/// head `h / (Hq / Hkv)`. The usual `scale` is `1 / sqrt(D)`.
+pub fn attention(
+    gpu: &Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f32,
+) -> Result<Tensor> {
+    attention_views(
+        gpu,
+        HeadsView::contiguous("q", q)?,
+        HeadsView::contiguous("k", k)?,
+        HeadsView::contiguous("v", v)?,
+        mask,
+        scale,
+    )
+}
+
+/// [`attention`] on views, e.g. Q, K and V sliced out of one fused
+/// `[B, L, 3, H, D]` projection without copies.
+pub fn attention_views(
+    gpu: &Gpu,
+    q: HeadsView<'_>,
+    k: HeadsView<'_>,
+    v: HeadsView<'_>,
+    mask: Option<&Tensor>,
+    scale: f32,
+) -> Result<Tensor> {
+    q.check("q")?;
+    k.check("k")?;
+    v.check("v")?;
+    let dims = |x: &HeadsView| [x.batch, x.len, x.heads, x.head_dim];
+    if (k.batch, k.len, k.heads, k.head_dim) != (v.batch, v.len, v.heads, v.head_dim) {
+        return Err(Error::shape(
+            OP,
+            format!("k {:?} and v {:?} differ", dims(&k), dims(&v)),
+        ));
+    }
+    if q.batch != k.batch {
+        return Err(Error::shape(
+            OP,
+            format!("q batch {} but k batch {}", q.batch, k.batch),
+        ));
+    }
+    if q.head_dim != k.head_dim {
+        return Err(Error::shape(
+            OP,
+            format!("q head dim {} but k head dim {}", q.head_dim, k.head_dim),
+        ));
+    }
+    if !q.heads.is_multiple_of(k.heads) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{} query heads are not a multiple of {} kv heads",
+                q.heads, k.heads
+            ),
+        ));
+    }
+    if q.head_dim > MAX_HEAD_DIM {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "head dim {} is above the supported maximum {MAX_HEAD_DIM}",
+                q.head_dim
+            ),
+        ));
+    }
+    if let Some(m) = mask {
+        expect_dtype(OP, m, &[DType::U32])?;
+        if m.shape() != [k.batch, k.len] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "mask must be [batch, keys] = {:?}, got {:?}",
+                    [k.batch, k.len],
+                    m.shape()
+                ),
+            ));
+        }
+    }
+    if !scale.is_finite() {
+        return Err(Error::Invalid(format!("{OP}: scale {scale} is not finite")));
+    }
+
+    let q_blocks = q.len.div_ceil(WG * QPT);
+    let params = AttentionParams {
+        lq: u32_of(OP, q.len)?,
+        lk: u32_of(OP, k.len)?,
+        hq: u32_of(OP, q.heads)?,
+        group: u32_of(OP, q.heads / k.heads)?,
+        q_off: u32_of(OP, q.offset)?,
+        q_stride: u32_of(OP, q.row_stride)?,
+        k_off: u32_of(OP, k.offset)?,
+        k_stride: u32_of(OP, k.row_stride)?,
+        v_off: u32_of(OP, v.offset)?,
+        v_stride: u32_of(OP, v.row_stride)?,
+        q_blocks: u32_of(OP, q_blocks)?,
+        scale_log2: scale * std::f32::consts::LOG2_E,
+    };
+    let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], DType::F32)?;
+    let kernel = Kernel::new("attention")
+        .constant("D", q.head_dim as u32)
+        .constant("QPT", QPT as u32)
+        .constant("WG", WG as u32)
+        .constant("MASKED", mask.is_some() as u32);
+    // Without a mask the shader never reads binding 3; any buffer fills it.
+    let mask_arg = match mask {
+        Some(m) => m.arg()?,
+        None => q.tensor.arg()?,
+    };
+    gpu.dispatch(
+        &kernel,
+        &[q.tensor.arg()?, k.tensor.arg()?, v.tensor.arg()?, mask_arg],
+        &[out.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(q.batch * q.heads * q_blocks, 1)?,
+    )?;
+    Ok(out)
+}

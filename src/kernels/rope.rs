@@ -1,0 +1,75 @@
+//! Rotary position embedding (`shaders/rope.wgsl`) with interleaved pairs.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_dtype, groups, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Kernel, Tensor};
+
+const OP: &str = "rope";
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RopeParams {
+    pairs: u32,
+    half: u32,
+    heads: u32,
+    len: u32,
+}
+
+/// Rotates each pair `(x[2j], x[2j+1])` of `x [B, L, H, D]` by the angle
+/// whose cosine and sine are `cos[t, j]`, `sin[t, j]` (tables `[L, D/2]`,
+/// the same for every batch and head): the complex product
+/// `(x[2j] + i·x[2j+1])·(cos + i·sin)`. Returns a new tensor.
+pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    for t in [x, cos, sin] {
+        expect_dtype(OP, t, &[DType::F32])?;
+    }
+    let &[b, l, h, d] = x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x must be [batch, len, heads, head_dim], got {:?}",
+                x.shape()
+            ),
+        ));
+    };
+    if !d.is_multiple_of(2) {
+        return Err(Error::shape(
+            OP,
+            format!("head dim {d} is odd; rotary pairs need it even"),
+        ));
+    }
+    for (name, t) in [("cos", cos), ("sin", sin)] {
+        if t.shape() != [l, d / 2] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{name} table must be [len, head_dim / 2] = {:?}, got {:?}",
+                    [l, d / 2],
+                    t.shape()
+                ),
+            ));
+        }
+    }
+    let out = gpu.empty(x.shape(), DType::F32)?;
+    let pairs = b * l * h * d / 2;
+    if pairs == 0 {
+        return Ok(out);
+    }
+    let params = RopeParams {
+        pairs: u32_of(OP, pairs)?,
+        half: u32_of(OP, d / 2)?,
+        heads: u32_of(OP, h)?,
+        len: u32_of(OP, l)?,
+    };
+    u32_of(OP, x.numel())?;
+    gpu.dispatch(
+        &Kernel::new("rope"),
+        &[x.arg()?, cos.arg()?, sin.arg()?],
+        &[out.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(pairs, 256)?,
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,75 @@
+//! Reference for `shaders/attention.wgsl`: the full score matrix, one row at
+//! a time, in f64.
+
+/// Sizes of one attention call; Q is `[b, lq, hq, d]`, K and V `[b, lk, hkv, d]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub b: usize,
+    pub lq: usize,
+    pub lk: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub d: usize,
+}
+
+/// `softmax(Q·Kᵀ·scale)·V` over the keys with `mask[b * lk + j] != 0` (all
+/// keys without a mask); a query with no such key gives 0.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[u32]>,
+    n: Dims,
+    scale: f32,
+) -> Vec<f32> {
+    let Dims {
+        b,
+        lq,
+        lk,
+        hq,
+        hkv,
+        d,
+    } = n;
+    let group = hq / hkv;
+    let mut out = vec![0.0f32; b * lq * hq * d];
+    let mut scores = vec![0.0f64; lk];
+    for bi in 0..b {
+        for h in 0..hq {
+            let g = h / group;
+            for i in 0..lq {
+                let qrow = &q[((bi * lq + i) * hq + h) * d..][..d];
+                let kv_row = |j: usize| ((bi * lk + j) * hkv + g) * d;
+                let attend = |j: usize| mask.is_none_or(|m| m[bi * lk + j] != 0);
+                let mut max = f64::NEG_INFINITY;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let krow = &k[kv_row(j)..][..d];
+                    *s = qrow
+                        .iter()
+                        .zip(krow)
+                        .map(|(&x, &y)| x as f64 * y as f64)
+                        .sum::<f64>()
+                        * scale as f64;
+                    if attend(j) {
+                        max = max.max(*s);
+                    }
+                }
+                let mut sum = 0.0;
+                let mut acc = vec![0.0f64; d];
+                for (j, &s) in scores.iter().enumerate().filter(|&(j, _)| attend(j)) {
+                    let p = (s - max).exp();
+                    sum += p;
+                    for (a, &x) in acc.iter_mut().zip(&v[kv_row(j)..][..d]) {
+                        *a += p * x as f64;
+                    }
+                }
+                let o = &mut out[((bi * lq + i) * hq + h) * d..][..d];
+                if sum > 0.0 {
+                    for (o, a) in o.iter_mut().zip(&acc) {
+                        *o = (a / sum) as f32;
+                    }
+                }
+            }
+        }
+    }
+    out
+}

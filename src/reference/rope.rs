@@ -1,0 +1,17 @@
+//! Reference for `shaders/rope.wgsl`.
+
+/// Interleaved rotary embedding of `x [b, l, h, d]` with tables `[l, d/2]`.
+pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], l: usize, h: usize, d: usize) -> Vec<f32> {
+    let half = d / 2;
+    let mut out = vec![0.0f32; x.len()];
+    for (row, (xs, os)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+        let t = (row / h) % l;
+        for j in 0..half {
+            let (re, im) = (xs[2 * j] as f64, xs[2 * j + 1] as f64);
+            let (c, s) = (cos[t * half + j] as f64, sin[t * half + j] as f64);
+            os[2 * j] = (re * c - im * s) as f32;
+            os[2 * j + 1] = (re * s + im * c) as f32;
+        }
+    }
+    out
+}

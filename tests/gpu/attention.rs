@@ -1,0 +1,212 @@
+use rand::rngs::SmallRng;
+use rand::Rng;
+use ras::gpu::{Gpu, Tensor};
+use ras::kernels::attention::{self, HeadsView};
+use ras::reference::attention::{self as reference, Dims};
+
+use crate::common::{check, gpu, randn, rng};
+
+fn dims(b: usize, lq: usize, lk: usize, hq: usize, hkv: usize, d: usize) -> Dims {
+    Dims {
+        b,
+        lq,
+        lk,
+        hq,
+        hkv,
+        d,
+    }
+}
+
+/// Runs one attention on fresh inputs (Q scaled by `q_gain` to sharpen the
+/// softmax) and checks it against the reference; returns the output.
+fn run(
+    gpu: &Gpu,
+    rng: &mut SmallRng,
+    seed: u64,
+    n: Dims,
+    mask: Option<&[u32]>,
+    q_gain: f32,
+) -> Vec<f32> {
+    let q: Vec<f32> = randn(rng, n.b * n.lq * n.hq * n.d)
+        .iter()
+        .map(|x| x * q_gain)
+        .collect();
+    let k = randn(rng, n.b * n.lk * n.hkv * n.d);
+    let v = randn(rng, n.b * n.lk * n.hkv * n.d);
+    let scale = 1.0 / (n.d as f32).sqrt();
+    let qt = gpu.upload_f32(&q, &[n.b, n.lq, n.hq, n.d]).unwrap();
+    let kt = gpu.upload_f32(&k, &[n.b, n.lk, n.hkv, n.d]).unwrap();
+    let vt = gpu.upload_f32(&v, &[n.b, n.lk, n.hkv, n.d]).unwrap();
+    let mt = mask.map(|m| gpu.upload_u32(m, &[n.b, n.lk]).unwrap());
+    let out = attention::attention(gpu, &qt, &kt, &vt, mt.as_ref(), scale).unwrap();
+    assert_eq!(out.shape(), [n.b, n.lq, n.hq, n.d]);
+    let got = gpu.read_f32(&out).unwrap();
+    let want = reference::attention(&q, &k, &v, mask, n, scale);
+    let masked = if mask.is_some() { " masked" } else { "" };
+    check(
+        &format!("attention {n:?} gain {q_gain}{masked}"),
+        &got,
+        &want,
+        1e-4,
+        seed,
+    );
+    got
+}
+
+#[test]
+fn attention_matches_reference() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let cases = [
+        dims(2, 67, 131, 4, 4, 16),
+        dims(1, 45, 45, 3, 3, 64),
+        dims(1, 33, 70, 6, 2, 72),
+        dims(1, 130, 29, 2, 2, 40),
+        dims(1, 9, 300, 2, 1, 128),
+        dims(2, 5, 3, 1, 1, 19),
+    ];
+    for n in cases {
+        run(&gpu, &mut rng, seed, n, None, 1.0);
+    }
+    // Peaked softmax: scores of tens, where a missing max subtraction or a
+    // bad rescale would overflow or lose the small weights.
+    run(&gpu, &mut rng, seed, dims(1, 40, 100, 2, 2, 64), None, 8.0);
+}
+
+#[test]
+fn attention_key_mask() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let n = dims(3, 21, 77, 4, 2, 32);
+    let mut mask: Vec<u32> = (0..n.b * n.lk)
+        .map(|_| rng.random_bool(0.6) as u32)
+        .collect();
+    // Batch 1: every key masked, so every query of it must give exactly 0.
+    mask[n.lk..2 * n.lk].fill(0);
+    // Batch 2: a single key survives, in a ragged last block.
+    mask[2 * n.lk..].fill(0);
+    mask[3 * n.lk - 2] = 1;
+    let got = run(&gpu, &mut rng, seed, n, Some(&mask), 2.0);
+    let per_batch = n.lq * n.hq * n.d;
+    assert!(
+        got[per_batch..2 * per_batch].iter().all(|&x| x == 0.0),
+        "all-masked rows must be 0"
+    );
+}
+
+#[test]
+fn attention_on_fused_qkv_views() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (b, l, h, d) = (2, 37, 3, 24);
+    // One [B, L, 3, H, D] projection with two spare elements in front.
+    let fused = randn(&mut rng, 2 + b * l * 3 * h * d);
+    let ft = gpu.upload_f32(&fused, &[fused.len()]).unwrap();
+    let view = |part: usize| HeadsView {
+        tensor: &ft,
+        batch: b,
+        len: l,
+        heads: h,
+        head_dim: d,
+        offset: 2 + part * h * d,
+        row_stride: 3 * h * d,
+    };
+    let split = |part: usize| -> Vec<f32> {
+        (0..b * l)
+            .flat_map(|t| fused[2 + (t * 3 + part) * h * d..][..h * d].to_vec())
+            .collect()
+    };
+    let scale = 0.3;
+    let out = attention::attention_views(&gpu, view(0), view(1), view(2), None, scale).unwrap();
+    let want = reference::attention(
+        &split(0),
+        &split(1),
+        &split(2),
+        None,
+        dims(b, l, l, h, h, d),
+        scale,
+    );
+    check(
+        "attention fused qkv",
+        &gpu.read_f32(&out).unwrap(),
+        &want,
+        1e-4,
+        seed,
+    );
+}
+
+fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
+    gpu.upload_f32(&vec![0.0; shape.iter().product()], shape)
+        .unwrap()
+}
+
+#[test]
+fn attention_rejects_bad_shapes() {
+    let gpu = gpu();
+    let q = zeros(&gpu, &[2, 5, 4, 16]);
+    let k = zeros(&gpu, &[2, 7, 2, 16]);
+    let v = zeros(&gpu, &[2, 7, 2, 16]);
+    let err = |q: &Tensor, k: &Tensor, v: &Tensor, m: Option<&Tensor>| {
+        attention::attention(&gpu, q, k, v, m, 0.25)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&q, &k, &zeros(&gpu, &[2, 6, 2, 16]), None);
+    assert!(
+        e.contains("k [2, 7, 2, 16] and v [2, 6, 2, 16] differ"),
+        "{e}"
+    );
+    let e = err(&zeros(&gpu, &[1, 5, 4, 16]), &k, &v, None);
+    assert!(e.contains("q batch 1 but k batch 2"), "{e}");
+    let e = err(&zeros(&gpu, &[2, 5, 4, 8]), &k, &v, None);
+    assert!(e.contains("q head dim 8 but k head dim 16"), "{e}");
+    let e = err(&zeros(&gpu, &[2, 5, 3, 16]), &k, &v, None);
+    assert!(
+        e.contains("3 query heads are not a multiple of 2 kv heads"),
+        "{e}"
+    );
+    let e = err(&zeros(&gpu, &[2, 5, 16]), &k, &v, None);
+    assert!(
+        e.contains("q must be [batch, len, heads, head_dim], got [2, 5, 16]"),
+        "{e}"
+    );
+    let big = zeros(&gpu, &[1, 2, 1, 136]);
+    let e = err(&big, &big, &big, None);
+    assert!(
+        e.contains("head dim 136 is above the supported maximum 128"),
+        "{e}"
+    );
+    let e = err(
+        &q,
+        &k,
+        &v,
+        Some(&gpu.upload_u32(&[1; 14], &[2, 7, 1]).unwrap()),
+    );
+    assert!(
+        e.contains("mask must be [batch, keys] = [2, 7], got [2, 7, 1]"),
+        "{e}"
+    );
+    let e = err(&q, &k, &v, Some(&zeros(&gpu, &[2, 7])));
+    assert!(e.contains("unsupported dtype f32"), "{e}");
+    let e = err(
+        &q,
+        &zeros(&gpu, &[2, 0, 2, 16]),
+        &zeros(&gpu, &[2, 0, 2, 16]),
+        None,
+    );
+    assert!(e.contains("k has an empty dimension"), "{e}");
+    let flat = zeros(&gpu, &[100]);
+    let view = HeadsView {
+        tensor: &flat,
+        batch: 1,
+        len: 4,
+        heads: 1,
+        head_dim: 8,
+        offset: 80,
+        row_stride: 8,
+    };
+    let e = attention::attention_views(&gpu, view, view, view, None, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reaches element 112 of a tensor of 100"), "{e}");
+}

@@ -1,0 +1,76 @@
+use ras::kernels::rope;
+use ras::reference::rope as reference;
+
+use crate::common::{check, gpu, randn, rng};
+
+/// Real RoPE tables: angle t · 10000^(−2j/D).
+fn tables(l: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let angle = |i: usize| {
+        let (t, j) = (i / (d / 2), i % (d / 2));
+        t as f64 * 10000f64.powf(-2.0 * j as f64 / d as f64)
+    };
+    let n = l * d / 2;
+    (
+        (0..n).map(|i| angle(i).cos() as f32).collect(),
+        (0..n).map(|i| angle(i).sin() as f32).collect(),
+    )
+}
+
+#[test]
+fn rope_matches_reference() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    for (b, l, h, d) in [(2, 37, 3, 72), (1, 5, 2, 16)] {
+        let x = randn(&mut rng, b * l * h * d);
+        let (cos, sin) = tables(l, d);
+        let xt = gpu.upload_f32(&x, &[b, l, h, d]).unwrap();
+        let ct = gpu.upload_f32(&cos, &[l, d / 2]).unwrap();
+        let st = gpu.upload_f32(&sin, &[l, d / 2]).unwrap();
+        let out = rope::rope(&gpu, &xt, &ct, &st).unwrap();
+        assert_eq!(out.shape(), [b, l, h, d]);
+        let want = reference::rope(&x, &cos, &sin, l, h, d);
+        check(
+            &format!("rope {:?}", [b, l, h, d]),
+            &gpu.read_f32(&out).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
+    }
+}
+
+#[test]
+fn rope_rejects_bad_shapes() {
+    let gpu = gpu();
+    let zeros = |shape: &[usize]| {
+        gpu.upload_f32(&vec![0.0; shape.iter().product()], shape)
+            .unwrap()
+    };
+    let x = zeros(&[1, 5, 2, 16]);
+    let table = zeros(&[5, 8]);
+    let e = rope::rope(&gpu, &x, &zeros(&[5, 16]), &table)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cos table must be [len, head_dim / 2] = [5, 8], got [5, 16]"),
+        "{e}"
+    );
+    let e = rope::rope(&gpu, &x, &table, &zeros(&[4, 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sin table must be [len, head_dim / 2] = [5, 8], got [4, 8]"),
+        "{e}"
+    );
+    let e = rope::rope(&gpu, &zeros(&[1, 5, 2, 15]), &table, &table)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("head dim 15 is odd"), "{e}");
+    let e = rope::rope(&gpu, &zeros(&[5, 2, 16]), &table, &table)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("x must be [batch, len, heads, head_dim], got [5, 2, 16]"),
+        "{e}"
+    );
+}
