@@ -10,6 +10,9 @@ pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod models;
+pub mod nn;
 pub mod reference;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,4 +1,6 @@
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 /// Diffusion Transformers on any GPU through WebGPU, with Region-Adaptive Sampling.
@@ -19,6 +21,22 @@ enum Command {
     /// List the GPU adapters, their backends, optional features and limits,
     /// and which one ras would pick.
     Info,
+    /// Run one SD3 transformer forward from files (for parity debugging and
+    /// regression tests). The inputs file holds `hidden_states` [B,C,H,W],
+    /// `encoder_hidden_states` [B,L,joint_attention_dim], `pooled_projections`
+    /// [B,pooled_projection_dim] and `timestep` [B] (diffusers' 0-1000 scale),
+    /// all f32; the output file gets `sample` [B,C,H,W] in f32.
+    Forward {
+        /// A diffusers `transformer/` folder (config.json + safetensors).
+        #[arg(long)]
+        transformer: PathBuf,
+        /// Input tensors (safetensors).
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Where to write `sample` (safetensors).
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Benchmarks (times are wall clock per launch on the selected adapter).
     Bench {
         #[command(subcommand)]
@@ -46,6 +64,18 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Info => info(cli.adapter.as_deref()),
         Command::Bench { what } => bench(cli.adapter.as_deref(), what),
+        Command::Forward {
+            transformer,
+            inputs,
+            output,
+        } => {
+            let gpu = open(cli.adapter.as_deref())?;
+            let model = ras::models::sd3::Sd3Transformer::load_dir(&gpu, &transformer)
+                .with_context(|| format!("loading the transformer from {}", transformer.display()))?;
+            ras::models::sd3::forward_files(&gpu, &model, &inputs, &output)?;
+            eprintln!("wrote {}", output.display());
+            Ok(())
+        }
     }
 }
 

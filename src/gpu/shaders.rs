@@ -12,7 +12,17 @@ macro_rules! shader_table {
     };
 }
 
-shader_table!["attention", "elementwise", "linear", "metric", "modulate", "norm", "patch", "rope", "rows"];
+shader_table![
+    "attention",
+    "elementwise",
+    "linear",
+    "metric",
+    "modulate",
+    "norm",
+    "patch",
+    "rope",
+    "rows"
+];
 
 /// The full source of kernel `name` as the device compiles it.
 pub(crate) fn source(name: &str) -> Option<String> {

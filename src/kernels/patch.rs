@@ -21,14 +21,23 @@ struct PatchParams {
 
 fn check_grid(op: &'static str, h: usize, w: usize, p: usize) -> Result<()> {
     if p == 0 || h % p != 0 || w % p != 0 {
-        return Err(Error::shape(op, format!("{h}×{w} latent is not divisible into {p}×{p} patches")));
+        return Err(Error::shape(
+            op,
+            format!("{h}×{w} latent is not divisible into {p}×{p} patches"),
+        ));
     }
     Ok(())
 }
 
 fn launch(gpu: &Gpu, entry: &'static str, x: &Tensor, out: Tensor, p: PatchParams) -> Result<Tensor> {
     let kernel = Kernel::new("patch").entry(entry);
-    gpu.dispatch(&kernel, &[x.arg()?], &[out.arg()?], bytemuck::bytes_of(&p), groups(out.numel(), 256)?)?;
+    gpu.dispatch(
+        &kernel,
+        &[x.arg()?],
+        &[out.arg()?],
+        bytemuck::bytes_of(&p),
+        groups(out.numel(), 256)?,
+    )?;
     Ok(out)
 }
 
@@ -37,7 +46,10 @@ pub fn patchify(gpu: &Gpu, x: &Tensor, p: usize) -> Result<Tensor> {
     const OP: &str = "patchify";
     expect_dtype(OP, x, &[DType::F32])?;
     let &[b, c, h, w] = x.shape() else {
-        return Err(Error::shape(OP, format!("expected [B, C, H, W], got {:?}", x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("expected [B, C, H, W], got {:?}", x.shape()),
+        ));
     };
     check_grid(OP, h, w, p)?;
     let out = gpu.empty(&[b, (h / p) * (w / p), c * p * p], DType::F32)?;
@@ -58,10 +70,20 @@ pub fn unpatchify(gpu: &Gpu, x: &Tensor, c: usize, h: usize, w: usize, p: usize)
     check_grid(OP, h, w, p)?;
     let tokens = (h / p) * (w / p);
     let &[b, n, f] = x.shape() else {
-        return Err(Error::shape(OP, format!("expected [B, tokens, features], got {:?}", x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("expected [B, tokens, features], got {:?}", x.shape()),
+        ));
     };
     if n != tokens || f != c * p * p {
-        return Err(Error::shape(OP, format!("{:?} is not [B, {tokens}, {}] for a {c}×{h}×{w} latent", x.shape(), c * p * p)));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{:?} is not [B, {tokens}, {}] for a {c}×{h}×{w} latent",
+                x.shape(),
+                c * p * p
+            ),
+        ));
     }
     let out = gpu.empty(&[b, c, h, w], DType::F32)?;
     let params = PatchParams {

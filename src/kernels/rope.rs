@@ -28,10 +28,7 @@ pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor>
     let &[b, l, h, d] = x.shape() else {
         return Err(Error::shape(
             OP,
-            format!(
-                "x must be [batch, len, heads, head_dim], got {:?}",
-                x.shape()
-            ),
+            format!("x must be [batch, len, heads, head_dim], got {:?}", x.shape()),
         ));
     };
     if !d.is_multiple_of(2) {

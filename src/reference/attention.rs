@@ -14,14 +14,7 @@ pub struct Dims {
 
 /// `softmax(Q·Kᵀ·scale)·V` over the keys with `mask[b * lk + j] != 0` (all
 /// keys without a mask); a query with no such key gives 0.
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: Option<&[u32]>,
-    n: Dims,
-    scale: f32,
-) -> Vec<f32> {
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u32]>, n: Dims, scale: f32) -> Vec<f32> {
     let Dims {
         b,
         lq,

@@ -36,7 +36,10 @@ pub struct Weights {
 }
 
 fn file_error(path: &Path, message: impl Display) -> Error {
-    Error::WeightFile { path: path.display().to_string(), message: message.to_string() }
+    Error::WeightFile {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 fn open_file(path: &Path) -> Result<WeightFile> {
@@ -44,9 +47,18 @@ fn open_file(path: &Path) -> Result<WeightFile> {
     // SAFETY: the map is read-only; like every mmap-based loader we rely on
     // the file not being truncated while the model is loaded.
     let mmap = unsafe { Mmap::map(&file) }.map_err(|e| file_error(path, e))?;
-    let (n, metadata) = SafeTensors::read_metadata(&mmap)
-        .map_err(|e| file_error(path, format!("not a valid safetensors file ({e}); is it truncated?")))?;
-    Ok(WeightFile { path: path.to_owned(), mmap, data_start: 8 + n, metadata })
+    let (n, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+        file_error(
+            path,
+            format!("not a valid safetensors file ({e}); is it truncated?"),
+        )
+    })?;
+    Ok(WeightFile {
+        path: path.to_owned(),
+        mmap,
+        data_start: 8 + n,
+        metadata,
+    })
 }
 
 impl Weights {
@@ -61,7 +73,14 @@ impl Weights {
             }
             files.push(f);
         }
-        Ok(Weights { store: Arc::new(Store { files, keys, used: Mutex::default() }), prefix: String::new() })
+        Ok(Weights {
+            store: Arc::new(Store {
+                files,
+                keys,
+                used: Mutex::default(),
+            }),
+            prefix: String::new(),
+        })
     }
 
     /// Opens a diffusers component folder: `<stem>.safetensors`, or the shards
@@ -73,7 +92,10 @@ impl Weights {
         }
         let index = dir.join(format!("{stem}.safetensors.index.json"));
         let text = std::fs::read_to_string(&index).map_err(|_| {
-            file_error(dir, format!("neither {stem}.safetensors nor {stem}.safetensors.index.json found"))
+            file_error(
+                dir,
+                format!("neither {stem}.safetensors nor {stem}.safetensors.index.json found"),
+            )
         })?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_error(&index, e))?;
         let map = json
@@ -88,8 +110,15 @@ impl Weights {
 
     /// The view under `prefix.name`.
     pub fn pp(&self, name: impl Display) -> Weights {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        Weights { store: self.store.clone(), prefix }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Weights {
+            store: self.store.clone(),
+            prefix,
+        }
     }
 
     fn key(&self, name: &str) -> String {
@@ -108,26 +137,52 @@ impl Weights {
     fn raw(&self, name: &str, shape: &[usize]) -> Result<(&[u8], DType, Vec<usize>)> {
         let key = self.key(name);
         let Some(&i) = self.store.keys.get(&key) else {
-            let files = self.store.files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>();
-            return Err(Error::MissingWeight { key, files: files.join(", ") });
+            let files = self
+                .store
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>();
+            return Err(Error::MissingWeight {
+                key,
+                files: files.join(", "),
+            });
         };
         let f = &self.store.files[i];
         let file = f.path.display().to_string();
-        let info = f.metadata.info(&key).ok_or_else(|| file_error(&f.path, "index out of sync"))?;
+        let info = f
+            .metadata
+            .info(&key)
+            .ok_or_else(|| file_error(&f.path, "index out of sync"))?;
         let dtype = match info.dtype {
             Dtype::F32 => DType::F32,
             Dtype::F16 => DType::F16,
             Dtype::BF16 => DType::BF16,
-            other => return Err(Error::WeightDType { key, file, dtype: format!("{other:?}") }),
+            other => {
+                return Err(Error::WeightDType {
+                    key,
+                    file,
+                    dtype: format!("{other:?}"),
+                })
+            }
         };
         // Leading 1s are squeezed: diffusers stores some vectors as [1, N, D].
         let numel: usize = info.shape.iter().product();
         if numel != shape.iter().product::<usize>() || strip_ones(&info.shape) != strip_ones(shape) {
-            return Err(Error::WeightShape { key, file, expected: shape.to_vec(), got: info.shape.clone() });
+            return Err(Error::WeightShape {
+                key,
+                file,
+                expected: shape.to_vec(),
+                got: info.shape.clone(),
+            });
         }
         let (start, end) = info.data_offsets;
         let bytes = &f.mmap[f.data_start + start..f.data_start + end];
-        self.store.used.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        self.store
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
         Ok((bytes, dtype, info.shape.clone()))
     }
 
@@ -141,16 +196,41 @@ impl Weights {
     pub fn get_host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (bytes, dtype, _) = self.raw(name, shape)?;
         Ok(match dtype {
-            DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            _ => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
         })
+    }
+
+    /// The stored shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let key = self.key(name);
+        let &i = self.store.keys.get(&key)?;
+        self.store.files[i]
+            .metadata
+            .info(&key)
+            .map(|info| info.shape.clone())
     }
 
     /// Keys never read so far, sorted (for the load report).
     pub fn unused(&self) -> Vec<String> {
         let used = self.store.used.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<String> = self.store.keys.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        let mut keys: Vec<String> = self
+            .store
+            .keys
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
         keys.sort();
         keys
     }
@@ -159,4 +239,17 @@ impl Weights {
 fn strip_ones(shape: &[usize]) -> &[usize] {
     let lead = shape.iter().take_while(|&&d| d == 1).count();
     &shape[lead.min(shape.len().saturating_sub(1))..]
+}
+
+/// Writes f32 tensors `(name, shape, values)` to a safetensors file.
+pub fn save_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map(|v| (name.to_string(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| file_error(path, e))
 }

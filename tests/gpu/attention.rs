@@ -19,14 +19,7 @@ fn dims(b: usize, lq: usize, lk: usize, hq: usize, hkv: usize, d: usize) -> Dims
 
 /// Runs one attention on fresh inputs (Q scaled by `q_gain` to sharpen the
 /// softmax) and checks it against the reference; returns the output.
-fn run(
-    gpu: &Gpu,
-    rng: &mut SmallRng,
-    seed: u64,
-    n: Dims,
-    mask: Option<&[u32]>,
-    q_gain: f32,
-) -> Vec<f32> {
+fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[u32]>, q_gain: f32) -> Vec<f32> {
     let q: Vec<f32> = randn(rng, n.b * n.lq * n.hq * n.d)
         .iter()
         .map(|x| x * q_gain)
@@ -78,9 +71,7 @@ fn attention_key_mask() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
     let n = dims(3, 21, 77, 4, 2, 32);
-    let mut mask: Vec<u32> = (0..n.b * n.lk)
-        .map(|_| rng.random_bool(0.6) as u32)
-        .collect();
+    let mut mask: Vec<u32> = (0..n.b * n.lk).map(|_| rng.random_bool(0.6) as u32).collect();
     // Batch 1: every key masked, so every query of it must give exactly 0.
     mask[n.lk..2 * n.lk].fill(0);
     // Batch 2: a single key survives, in a ragged last block.
@@ -136,8 +127,7 @@ fn attention_on_fused_qkv_views() {
 }
 
 fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
-    gpu.upload_f32(&vec![0.0; shape.iter().product()], shape)
-        .unwrap()
+    gpu.upload_f32(&vec![0.0; shape.iter().product()], shape).unwrap()
 }
 
 #[test]
@@ -152,10 +142,7 @@ fn attention_rejects_bad_shapes() {
             .to_string()
     };
     let e = err(&q, &k, &zeros(&gpu, &[2, 6, 2, 16]), None);
-    assert!(
-        e.contains("k [2, 7, 2, 16] and v [2, 6, 2, 16] differ"),
-        "{e}"
-    );
+    assert!(e.contains("k [2, 7, 2, 16] and v [2, 6, 2, 16] differ"), "{e}");
     let e = err(&zeros(&gpu, &[1, 5, 4, 16]), &k, &v, None);
     assert!(e.contains("q batch 1 but k batch 2"), "{e}");
     let e = err(&zeros(&gpu, &[2, 5, 4, 8]), &k, &v, None);
@@ -176,12 +163,7 @@ fn attention_rejects_bad_shapes() {
         e.contains("head dim 136 is above the supported maximum 128"),
         "{e}"
     );
-    let e = err(
-        &q,
-        &k,
-        &v,
-        Some(&gpu.upload_u32(&[1; 14], &[2, 7, 1]).unwrap()),
-    );
+    let e = err(&q, &k, &v, Some(&gpu.upload_u32(&[1; 14], &[2, 7, 1]).unwrap()));
     assert!(
         e.contains("mask must be [batch, keys] = [2, 7], got [2, 7, 1]"),
         "{e}"

@@ -42,10 +42,7 @@ fn rope_matches_reference() {
 #[test]
 fn rope_rejects_bad_shapes() {
     let gpu = gpu();
-    let zeros = |shape: &[usize]| {
-        gpu.upload_f32(&vec![0.0; shape.iter().product()], shape)
-            .unwrap()
-    };
+    let zeros = |shape: &[usize]| gpu.upload_f32(&vec![0.0; shape.iter().product()], shape).unwrap();
     let x = zeros(&[1, 5, 2, 16]);
     let table = zeros(&[5, 8]);
     let e = rope::rope(&gpu, &x, &zeros(&[5, 16]), &table)

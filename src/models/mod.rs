@@ -1,0 +1,4 @@
+//! Models, one folder each. A model's `forward` reads top to bottom like the
+//! paper's diagram, with the shape of each intermediate in a comment.
+
+pub mod sd3;

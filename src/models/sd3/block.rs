@@ -1,0 +1,313 @@
+//! `JointTransformerBlock`: the MMDiT block. Image and text tokens keep
+//! separate weights but attend jointly over the concatenated sequence.
+
+use super::config::Sd3Config;
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::attention::attention;
+use crate::kernels::elementwise::{unary, Unary};
+use crate::kernels::linear::Rows;
+use crate::kernels::modulate::{gated_residual, modulate, Chunk};
+use crate::kernels::norm::layer_norm;
+use crate::kernels::rows::{scatter, Indices};
+use crate::nn::{Linear, RmsNorm};
+use crate::weights::Weights;
+
+/// LayerNorm eps everywhere in the SD3 transformer (no affine parameters).
+pub const LN_EPS: f32 = 1e-6;
+
+/// AdaLayerNormZero chunks, in diffusers' order.
+const SHIFT_MSA: usize = 0;
+const SCALE_MSA: usize = 1;
+const GATE_MSA: usize = 2;
+const SHIFT_MLP: usize = 3;
+const SCALE_MLP: usize = 4;
+const GATE_MLP: usize = 5;
+
+/// `FeedForward` with GELU (tanh approximation).
+pub struct FeedForward {
+    up: Linear,
+    down: Linear,
+}
+
+impl FeedForward {
+    fn load(gpu: &Gpu, w: &Weights, d: usize) -> Result<FeedForward> {
+        Ok(FeedForward {
+            up: Linear::load(gpu, &w.pp("net").pp(0).pp("proj"), 4 * d, d)?,
+            down: Linear::load(gpu, &w.pp("net").pp(2), d, 4 * d)?,
+        })
+    }
+
+    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        let h = unary(gpu, Unary::GeluTanh, &self.up.forward(gpu, x)?)?; // [B, N, 4D]
+        self.down.forward(gpu, &h) // [B, N, D]
+    }
+}
+
+/// Q, K, V projections of one stream, with SD3.5's optional per-head RMSNorm.
+struct Projections {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    norm_q: Option<RmsNorm>,
+    norm_k: Option<RmsNorm>,
+}
+
+impl Projections {
+    fn load(gpu: &Gpu, w: &Weights, names: [&str; 5], cfg: &Sd3Config) -> Result<Projections> {
+        let (d, dh) = (cfg.inner_dim(), cfg.attention_head_dim);
+        let norm = |name: &str| -> Result<Option<RmsNorm>> {
+            match cfg.qk_norm {
+                Some(_) => Ok(Some(RmsNorm::load(gpu, &w.pp(name), dh, LN_EPS)?)),
+                None => Ok(None),
+            }
+        };
+        Ok(Projections {
+            q: Linear::load(gpu, &w.pp(names[0]), d, d)?,
+            k: Linear::load(gpu, &w.pp(names[1]), d, d)?,
+            v: Linear::load(gpu, &w.pp(names[2]), d, d)?,
+            norm_q: norm(names[3])?,
+            norm_k: norm(names[4])?,
+        })
+    }
+}
+
+/// Projects `x` into rows `rows` of `dest`. Without a q/k norm the linear
+/// writes the rows in place; with one, the normalised result is scattered.
+fn project(
+    gpu: &Gpu,
+    lin: &Linear,
+    norm: Option<&RmsNorm>,
+    x: &Tensor,
+    dest: &Tensor,
+    rows: Option<&Indices>,
+) -> Result<()> {
+    match norm {
+        None => lin.forward_into(
+            gpu,
+            x,
+            dest,
+            Rows {
+                input: None,
+                output: rows,
+            },
+        ),
+        Some(norm) => {
+            let y = norm.forward(gpu, &lin.forward(gpu, x)?)?;
+            let y = y.reshape(&[y.rows(), y.cols()])?;
+            match rows {
+                Some(r) => scatter(gpu, &y, r, dest),
+                None => scatter(
+                    gpu,
+                    &y,
+                    &Indices::upload(gpu, &(0..y.rows() as u32).collect::<Vec<_>>())?,
+                    dest,
+                ),
+            }
+        }
+    }
+}
+
+/// Where each stream's tokens sit in the joint `[B, N + L]` sequence:
+/// image first, then text (diffusers' order).
+pub struct JointRows {
+    pub batch: usize,
+    pub n_img: usize,
+    pub n_txt: usize,
+    img: Indices,
+    txt: Indices,
+}
+
+impl JointRows {
+    pub fn new(gpu: &Gpu, batch: usize, n_img: usize, n_txt: usize) -> Result<JointRows> {
+        let joint = n_img + n_txt;
+        let rows = |off: usize, n: usize| -> Vec<u32> {
+            (0..batch)
+                .flat_map(|b| (0..n).map(move |i| (b * joint + off + i) as u32))
+                .collect()
+        };
+        Ok(JointRows {
+            batch,
+            n_img,
+            n_txt,
+            img: Indices::upload(gpu, &rows(0, n_img))?,
+            txt: Indices::upload(gpu, &rows(n_img, n_txt))?,
+        })
+    }
+}
+
+pub struct JointBlock {
+    norm1: Linear,
+    norm1_context: Linear,
+    img: Projections,
+    txt: Projections,
+    to_out: Linear,
+    to_add_out: Option<Linear>,
+    ff: FeedForward,
+    ff_context: Option<FeedForward>,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl JointBlock {
+    /// `context_pre_only` is the last block: its text stream ends after
+    /// providing keys and values.
+    pub fn load(gpu: &Gpu, w: &Weights, cfg: &Sd3Config, context_pre_only: bool) -> Result<JointBlock> {
+        let d = cfg.inner_dim();
+        let attn = w.pp("attn");
+        let ctx_chunks = if context_pre_only { 2 } else { 6 };
+        Ok(JointBlock {
+            norm1: Linear::load(gpu, &w.pp("norm1").pp("linear"), 6 * d, d)?,
+            norm1_context: Linear::load(gpu, &w.pp("norm1_context").pp("linear"), ctx_chunks * d, d)?,
+            img: Projections::load(gpu, &attn, ["to_q", "to_k", "to_v", "norm_q", "norm_k"], cfg)?,
+            txt: Projections::load(
+                gpu,
+                &attn,
+                [
+                    "add_q_proj",
+                    "add_k_proj",
+                    "add_v_proj",
+                    "norm_added_q",
+                    "norm_added_k",
+                ],
+                cfg,
+            )?,
+            to_out: Linear::load(gpu, &attn.pp("to_out").pp(0), d, d)?,
+            to_add_out: (!context_pre_only)
+                .then(|| Linear::load(gpu, &attn.pp("to_add_out"), d, d))
+                .transpose()?,
+            ff: FeedForward::load(gpu, &w.pp("ff"), d)?,
+            ff_context: (!context_pre_only)
+                .then(|| FeedForward::load(gpu, &w.pp("ff_context"), d))
+                .transpose()?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.attention_head_dim,
+        })
+    }
+
+    /// `x [B, N, D]`, `c [B, L, D]`, `cond = silu(temb) [B, D]` →
+    /// updated `x`, and `c` unless this is the last block.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        c: &Tensor,
+        cond: &Tensor,
+        rows: &JointRows,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, n, l) = (rows.batch, rows.n_img, rows.n_txt);
+        let (h, dh) = (self.heads, self.head_dim);
+        let d = h * dh;
+        let chunk = |index| Chunk { index, count: 6 };
+        let m = self.norm1.forward(gpu, cond)?; // [B, 6D]
+        let mc = self.norm1_context.forward(gpu, cond)?; // [B, 6D], or [B, 2D] = scale | shift
+        let nx = modulate(
+            gpu,
+            &layer_norm(gpu, x, None, None, LN_EPS)?,
+            &m,
+            chunk(SHIFT_MSA),
+            chunk(SCALE_MSA),
+        )?;
+        let (c_shift, c_scale) = match self.to_add_out {
+            Some(_) => (chunk(SHIFT_MSA), chunk(SCALE_MSA)),
+            None => (Chunk { index: 1, count: 2 }, Chunk { index: 0, count: 2 }),
+        };
+        let nc = modulate(
+            gpu,
+            &layer_norm(gpu, c, None, None, LN_EPS)?,
+            &mc,
+            c_shift,
+            c_scale,
+        )?;
+
+        // Joint sequence [B·(N + L), D]: image rows first, then text.
+        // The last block needs image queries only.
+        let (k, v) = (
+            gpu.empty(&[b * (n + l), d], DType::F32)?,
+            gpu.empty(&[b * (n + l), d], DType::F32)?,
+        );
+        let lq = if self.to_add_out.is_some() { n + l } else { n };
+        let q = gpu.empty(&[b * lq, d], DType::F32)?;
+        let q_img_rows = self.to_add_out.as_ref().map(|_| &rows.img);
+        project(gpu, &self.img.q, self.img.norm_q.as_ref(), &nx, &q, q_img_rows)?;
+        project(
+            gpu,
+            &self.img.k,
+            self.img.norm_k.as_ref(),
+            &nx,
+            &k,
+            Some(&rows.img),
+        )?;
+        project(gpu, &self.img.v, None, &nx, &v, Some(&rows.img))?;
+        if self.to_add_out.is_some() {
+            project(
+                gpu,
+                &self.txt.q,
+                self.txt.norm_q.as_ref(),
+                &nc,
+                &q,
+                Some(&rows.txt),
+            )?;
+        }
+        project(
+            gpu,
+            &self.txt.k,
+            self.txt.norm_k.as_ref(),
+            &nc,
+            &k,
+            Some(&rows.txt),
+        )?;
+        project(gpu, &self.txt.v, None, &nc, &v, Some(&rows.txt))?;
+        let heads = |t: &Tensor, len| t.reshape(&[b, len, h, dh]);
+        let (q, k, v) = (heads(&q, lq)?, heads(&k, n + l)?, heads(&v, n + l)?);
+        let a = attention(gpu, &q, &k, &v, None, 1.0 / (dh as f32).sqrt())?; // [B, Lq, H, Dh]
+        let a = a.reshape(&[b * lq, d])?;
+
+        // Image stream: attention and MLP residuals.
+        let attn_x = gpu.empty(&[b, n, d], DType::F32)?;
+        let img_rows = self.to_add_out.as_ref().map(|_| &rows.img);
+        self.to_out.forward_into(
+            gpu,
+            &a,
+            &attn_x,
+            Rows {
+                input: img_rows,
+                output: None,
+            },
+        )?;
+        let x = gated_residual(gpu, x, &attn_x, &m, chunk(GATE_MSA))?;
+        let nx = modulate(
+            gpu,
+            &layer_norm(gpu, &x, None, None, LN_EPS)?,
+            &m,
+            chunk(SHIFT_MLP),
+            chunk(SCALE_MLP),
+        )?;
+        let x = gated_residual(gpu, &x, &self.ff.forward(gpu, &nx)?, &m, chunk(GATE_MLP))?;
+
+        // Text stream, except after the last block.
+        let (Some(to_add_out), Some(ff_context)) = (&self.to_add_out, &self.ff_context) else {
+            return Ok((x, None));
+        };
+        let attn_c = gpu.empty(&[b, l, d], DType::F32)?;
+        to_add_out.forward_into(
+            gpu,
+            &a,
+            &attn_c,
+            Rows {
+                input: Some(&rows.txt),
+                output: None,
+            },
+        )?;
+        let c = gated_residual(gpu, c, &attn_c, &mc, chunk(GATE_MSA))?;
+        let nc = modulate(
+            gpu,
+            &layer_norm(gpu, &c, None, None, LN_EPS)?,
+            &mc,
+            chunk(SHIFT_MLP),
+            chunk(SCALE_MLP),
+        )?;
+        let c = gated_residual(gpu, &c, &ff_context.forward(gpu, &nc)?, &mc, chunk(GATE_MLP))?;
+        Ok((x, Some(c)))
+    }
+}

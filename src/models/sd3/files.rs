@@ -1,0 +1,40 @@
+//! `ras forward`: one transformer call from and to safetensors files, with
+//! diffusers' argument names as keys.
+
+use std::path::Path;
+
+use super::model::{Sd3Inputs, Sd3Transformer};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::weights::{save_f32, Weights};
+
+/// Reads `hidden_states`, `encoder_hidden_states`, `pooled_projections` and
+/// `timestep` from `inputs`, runs `model`, writes `sample` to `output`.
+pub fn forward_files(gpu: &Gpu, model: &Sd3Transformer, inputs: &Path, output: &Path) -> Result<()> {
+    let file = Weights::from_files(&[inputs.to_owned()])?;
+    let load = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
+        let shape = file.shape(name).ok_or_else(|| Error::MissingWeight {
+            key: name.into(),
+            files: inputs.display().to_string(),
+        })?;
+        Ok((file.get_host(name, &shape)?, shape))
+    };
+    let (x, xs) = load("hidden_states")?;
+    let (ctx, cs) = load("encoder_hidden_states")?;
+    let (pooled, ps) = load("pooled_projections")?;
+    let (t, _) = load("timestep")?;
+    let hidden_states = gpu.upload_f32(&x, &xs)?;
+    let encoder_hidden_states = gpu.upload_f32(&ctx, &cs)?;
+    let pooled_projections = gpu.upload_f32(&pooled, &ps)?;
+    let inputs = Sd3Inputs {
+        hidden_states: &hidden_states,
+        encoder_hidden_states: &encoder_hidden_states,
+        pooled_projections: &pooled_projections,
+        timestep: &t,
+    };
+    let sample = model.forward(gpu, &inputs)?;
+    save_f32(
+        output,
+        &[("sample", sample.shape().to_vec(), gpu.read_f32(&sample)?)],
+    )
+}

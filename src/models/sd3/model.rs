@@ -1,0 +1,152 @@
+//! `SD3Transformer2DModel` (MMDiT), Esser et al. 2024, "Scaling Rectified
+//! Flow Transformers for High-Resolution Image Synthesis"; reference:
+//! diffusers `models/transformers/transformer_sd3.py` (v0.42.1, which the
+//! fixtures in tests/fixtures/sd3 were generated with).
+
+use std::path::Path;
+
+use super::block::{JointBlock, JointRows, LN_EPS};
+use super::config::Sd3Config;
+use super::embed::{PatchEmbed, TimeTextEmbed};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::elementwise::{unary, Unary};
+use crate::kernels::modulate::{modulate, Chunk};
+use crate::kernels::norm::layer_norm;
+use crate::kernels::patch::unpatchify;
+use crate::nn::Linear;
+use crate::weights::Weights;
+
+/// One denoiser call's inputs, as diffusers names them.
+pub struct Sd3Inputs<'a> {
+    /// Latents `[B, C, H, W]`.
+    pub hidden_states: &'a Tensor,
+    /// Text tokens `[B, L, joint_attention_dim]`.
+    pub encoder_hidden_states: &'a Tensor,
+    /// Pooled text embedding `[B, pooled_projection_dim]`.
+    pub pooled_projections: &'a Tensor,
+    /// Timesteps on diffusers' 0–1000 scale, one per batch element.
+    pub timestep: &'a [f32],
+}
+
+pub struct Sd3Transformer {
+    pub config: Sd3Config,
+    pos_embed: PatchEmbed,
+    time_text_embed: TimeTextEmbed,
+    context_embedder: Linear,
+    blocks: Vec<JointBlock>,
+    norm_out: Linear,
+    proj_out: Linear,
+}
+
+impl Sd3Transformer {
+    /// Loads a diffusers `transformer/` folder (config.json plus one or
+    /// sharded safetensors files).
+    pub fn load_dir(gpu: &Gpu, dir: &Path) -> Result<Sd3Transformer> {
+        let config = Sd3Config::from_file(&dir.join("config.json"))?;
+        let weights = Weights::from_dir(dir, "diffusion_pytorch_model")?;
+        Self::load(gpu, &weights, config)
+    }
+
+    pub fn load(gpu: &Gpu, w: &Weights, config: Sd3Config) -> Result<Sd3Transformer> {
+        let d = config.inner_dim();
+        let out_features = config.patch_size * config.patch_size * config.out_channels();
+        let blocks = (0..config.num_layers)
+            .map(|i| {
+                JointBlock::load(
+                    gpu,
+                    &w.pp("transformer_blocks").pp(i),
+                    &config,
+                    i + 1 == config.num_layers,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let model = Sd3Transformer {
+            pos_embed: PatchEmbed::load(gpu, &w.pp("pos_embed"), &config)?,
+            time_text_embed: TimeTextEmbed::load(gpu, &w.pp("time_text_embed"), &config)?,
+            context_embedder: Linear::load(gpu, &w.pp("context_embedder"), d, config.joint_attention_dim)?,
+            blocks,
+            norm_out: Linear::load(gpu, &w.pp("norm_out").pp("linear"), 2 * d, d)?,
+            proj_out: Linear::load(gpu, &w.pp("proj_out"), out_features, d)?,
+            config,
+        };
+        let unused = w.unused();
+        if !unused.is_empty() {
+            return Err(Error::WeightFile {
+                path: "transformer".into(),
+                message: format!(
+                    "tensors this model does not use (wrong model type?): {}",
+                    unused.join(", ")
+                ),
+            });
+        }
+        Ok(model)
+    }
+
+    /// One denoiser call: the predicted velocity `[B, C_out, H, W]`.
+    pub fn forward(&self, gpu: &Gpu, inputs: &Sd3Inputs) -> Result<Tensor> {
+        let cfg = &self.config;
+        let &[b, _, h, w] = inputs.hidden_states.shape() else {
+            return Err(Error::shape("sd3", "hidden_states must be [B, C, H, W]"));
+        };
+        self.check_inputs(inputs, b)?;
+        let l = inputs.encoder_hidden_states.shape()[1];
+        let p = cfg.patch_size;
+        let n = (h / p) * (w / p);
+
+        // 1. patch embedding + cropped position table
+        let mut x = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
+                                                                        // 2. conditioning vector; every adaLN linear consumes silu(temb)
+        let temb = self
+            .time_text_embed
+            .forward(gpu, inputs.timestep, inputs.pooled_projections)?; // [B, D]
+        let cond = unary(gpu, Unary::Silu, &temb)?; // [B, D]
+                                                    // 3. text tokens
+        let mut c = self.context_embedder.forward(gpu, inputs.encoder_hidden_states)?; // [B, L, D]
+                                                                                       // 4. joint blocks
+        let rows = JointRows::new(gpu, b, n, l)?;
+        for block in &self.blocks {
+            let (nx, nc) = block.forward(gpu, &x, &c, &cond, &rows)?;
+            x = nx;
+            if let Some(nc) = nc {
+                c = nc;
+            }
+        }
+        // 5. AdaLayerNormContinuous (scale first, then shift), projection, unpatchify
+        let emb = self.norm_out.forward(gpu, &cond)?; // [B, 2D]
+        let (scale, shift) = (Chunk { index: 0, count: 2 }, Chunk { index: 1, count: 2 });
+        let x = modulate(gpu, &layer_norm(gpu, &x, None, None, LN_EPS)?, &emb, shift, scale)?;
+        let y = self.proj_out.forward(gpu, &x)?; // [B, N, p·p·C_out]
+        unpatchify(gpu, &y, cfg.out_channels(), h, w, p) // [B, C_out, H, W]
+    }
+
+    fn check_inputs(&self, inputs: &Sd3Inputs, b: usize) -> Result<()> {
+        let cfg = &self.config;
+        let bad = |message: String| Err(Error::shape("sd3", message));
+        let s = inputs.hidden_states.shape();
+        if s[1] != cfg.in_channels || s[2] % cfg.patch_size != 0 || s[3] % cfg.patch_size != 0 {
+            return bad(format!(
+                "hidden_states {s:?} must have {} channels and sides divisible by {}",
+                cfg.in_channels, cfg.patch_size
+            ));
+        }
+        let e = inputs.encoder_hidden_states.shape();
+        if e.len() != 3 || e[0] != b || e[2] != cfg.joint_attention_dim {
+            return bad(format!(
+                "encoder_hidden_states {e:?} must be [{b}, L, {}]",
+                cfg.joint_attention_dim
+            ));
+        }
+        if inputs.pooled_projections.shape() != [b, cfg.pooled_projection_dim] {
+            return bad(format!(
+                "pooled_projections {:?} must be [{b}, {}]",
+                inputs.pooled_projections.shape(),
+                cfg.pooled_projection_dim
+            ));
+        }
+        if inputs.timestep.len() != b {
+            return bad(format!("{} timesteps for batch {b}", inputs.timestep.len()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Layers with weights, over the kernels. Each loads itself from a
+//! [`Weights`] view named like the checkpoint's module.
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::linear::{linear, linear_into, Rows};
+use crate::kernels::norm::rms_norm;
+use crate::weights::Weights;
+
+/// `nn.Linear`: weight `[out, in]`, optional bias `[out]`, in the stored dtype.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `<w>.weight` and, when present, `<w>.bias`.
+    pub fn load(gpu: &Gpu, w: &Weights, out_features: usize, in_features: usize) -> Result<Linear> {
+        let weight = w.get(gpu, "weight", &[out_features, in_features])?;
+        let bias = if w.contains("bias") {
+            Some(w.get(gpu, "bias", &[out_features])?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        linear(gpu, x, &self.weight, self.bias.as_ref())
+    }
+
+    pub fn forward_into(&self, gpu: &Gpu, x: &Tensor, out: &Tensor, rows: Rows) -> Result<()> {
+        linear_into(gpu, x, &self.weight, self.bias.as_ref(), out, rows)
+    }
+}
+
+/// `RMSNorm` with a learned weight (SD3.5's per-head q/k norms, T5).
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(gpu: &Gpu, w: &Weights, dim: usize, eps: f32) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: w.get(gpu, "weight", &[dim])?,
+            eps,
+        })
+    }
+
+    /// Normalises over the last `dim` elements (a head, for q/k norms).
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        let dim = self.weight.shape()[0];
+        let rows = x.reshape(&[x.numel() / dim, dim])?;
+        rms_norm(gpu, &rows, Some(&self.weight), self.eps)?.reshape(x.shape())
+    }
+}
