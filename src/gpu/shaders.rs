@@ -14,6 +14,7 @@ macro_rules! shader_table {
 
 shader_table![
     "attention",
+    "conv2d",
     "elementwise",
     "linear",
     "metric",
@@ -21,7 +22,8 @@ shader_table![
     "norm",
     "patch",
     "rope",
-    "rows"
+    "rows",
+    "upsample",
 ];
 
 /// The full source of kernel `name` as the device compiles it.

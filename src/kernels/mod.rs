@@ -3,6 +3,7 @@
 //! the output and records the dispatch; nothing runs until a flush.
 
 pub mod attention;
+pub mod conv2d;
 pub mod elementwise;
 pub mod linear;
 pub mod metric;
@@ -11,6 +12,7 @@ pub mod norm;
 pub mod patch;
 pub mod rope;
 pub mod rows;
+pub mod upsample;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

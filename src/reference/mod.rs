@@ -2,6 +2,7 @@
 //! GPU tests compare against. Clarity over speed; no wgpu here.
 
 pub mod attention;
+pub mod conv2d;
 pub mod elementwise;
 pub mod linear;
 pub mod metric;
@@ -10,6 +11,7 @@ pub mod norm;
 pub mod patch;
 pub mod rope;
 pub mod rows;
+pub mod upsample;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving
 /// infinity so that it never passes a tolerance.

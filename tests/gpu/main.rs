@@ -7,6 +7,7 @@
 
 mod attention;
 mod common;
+mod conv2d;
 mod elementwise;
 mod linear;
 mod metric;
@@ -16,3 +17,4 @@ mod patch;
 mod rope;
 mod rows;
 mod runtime;
+mod upsample;
