@@ -20,7 +20,7 @@ struct PatchParams {
 }
 
 fn check_grid(op: &'static str, h: usize, w: usize, p: usize) -> Result<()> {
-    if p == 0 || h % p != 0 || w % p != 0 {
+    if p == 0 || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
         return Err(Error::shape(
             op,
             format!("{h}×{w} latent is not divisible into {p}×{p} patches"),

@@ -14,15 +14,14 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Loads `<w>.weight` and, when present, `<w>.bias`.
+    /// Loads `<w>.weight` and `<w>.bias`; a missing bias is an error, not a
+    /// silent zero.
     pub fn load(gpu: &Gpu, w: &Weights, out_features: usize, in_features: usize) -> Result<Linear> {
         let weight = w.get(gpu, "weight", &[out_features, in_features])?;
-        let bias = if w.contains("bias") {
-            Some(w.get(gpu, "bias", &[out_features])?)
-        } else {
-            None
-        };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias: Some(w.get(gpu, "bias", &[out_features])?),
+        })
     }
 
     pub fn out_features(&self) -> usize {

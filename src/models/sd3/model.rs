@@ -124,7 +124,10 @@ impl Sd3Transformer {
         let cfg = &self.config;
         let bad = |message: String| Err(Error::shape("sd3", message));
         let s = inputs.hidden_states.shape();
-        if s[1] != cfg.in_channels || s[2] % cfg.patch_size != 0 || s[3] % cfg.patch_size != 0 {
+        if s[1] != cfg.in_channels
+            || !s[2].is_multiple_of(cfg.patch_size)
+            || !s[3].is_multiple_of(cfg.patch_size)
+        {
             return bad(format!(
                 "hidden_states {s:?} must have {} channels and sides divisible by {}",
                 cfg.in_channels, cfg.patch_size
