@@ -57,6 +57,23 @@ enum BenchWhat {
         #[arg(long, default_value_t = 4096)]
         tokens: usize,
     },
+    /// One dense SD3 transformer forward at SD3-medium widths (1536 wide,
+    /// 24 heads × 64) with synthetic f16 weights and 333 text tokens.
+    Sd3 {
+        /// Transformer blocks (24 in SD3-medium; fewer finish sooner on
+        /// software adapters).
+        #[arg(long, default_value_t = 24)]
+        layers: usize,
+        /// Image side in pixels (the latent is size/8, tokens (size/16)²).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Batch size (2 = one classifier-free-guidance step).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed repetitions (the best is reported).
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -135,15 +152,35 @@ fn bench(filter: Option<&str>, what: BenchWhat) -> Result<()> {
         BenchWhat::Kernels { reps, tokens } => {
             let shapes = [(1024, 1024, 1024), (tokens, 1536, 1536), (tokens, 6144, 1536)];
             for (m, n, k) in shapes {
-                let f = ras::bench::bench_linear(&gpu, m, n, k, reps)?;
-                println!(
-                    "{:<40} {:>10.2} ms {:>9.1} GFLOP/s",
-                    f.name,
-                    f.seconds * 1e3,
-                    f.gflops()
-                );
+                report(&ras::bench::bench_linear(&gpu, m, n, k, reps)?);
             }
+            // 1024² SD3: 4096 image queries against 4096 + 333 keys.
+            report(&ras::bench::bench_attention(
+                &gpu,
+                tokens,
+                tokens + 333,
+                24,
+                64,
+                reps,
+            )?);
+        }
+        BenchWhat::Sd3 {
+            layers,
+            size,
+            batch,
+            reps,
+        } => {
+            report(&ras::bench::sd3::bench_sd3(&gpu, layers, size, batch, reps)?);
         }
     }
     Ok(())
+}
+
+fn report(f: &ras::bench::Figure) {
+    println!(
+        "{:<44} {:>10.1} ms {:>9.1} GFLOP/s",
+        f.name,
+        f.seconds * 1e3,
+        f.gflops()
+    );
 }

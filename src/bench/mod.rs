@@ -2,10 +2,13 @@
 //! launches (submit to completion) on the chosen adapter; FLOP counts come
 //! from the shapes.
 
+pub mod sd3;
+
 use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
+use crate::kernels::attention::{attention, attention_flops};
 use crate::kernels::linear::{linear, linear_flops};
 
 /// One benchmark figure.
@@ -61,5 +64,26 @@ pub fn bench_linear(gpu: &Gpu, m: usize, n: usize, k: usize, reps: usize) -> Res
         name: format!("linear {m}x{n}x{k} f32"),
         seconds,
         flops: linear_flops(m, n, k),
+    })
+}
+
+/// Attention with `lq` queries, `lk` keys, `heads` × `head_dim`, batch 1.
+pub fn bench_attention(
+    gpu: &Gpu,
+    lq: usize,
+    lk: usize,
+    heads: usize,
+    head_dim: usize,
+    reps: usize,
+) -> Result<Figure> {
+    let q = gpu.upload_f32(&filler(lq * heads * head_dim, 6), &[1, lq, heads, head_dim])?;
+    let k = gpu.upload_f32(&filler(lk * heads * head_dim, 7), &[1, lk, heads, head_dim])?;
+    let v = gpu.upload_f32(&filler(lk * heads * head_dim, 8), &[1, lk, heads, head_dim])?;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let seconds = time(gpu, reps, || attention(gpu, &q, &k, &v, None, scale))?;
+    Ok(Figure {
+        name: format!("attention {lq}x{lk} {heads}x{head_dim}"),
+        seconds,
+        flops: attention_flops(1, lq, lk, heads, head_dim),
     })
 }

@@ -2,6 +2,7 @@
 //! diffusers key name (like candle's `VarBuilder::pp`), so that a model file
 //! reads like the module tree: `w.pp("transformer_blocks").pp(3).pp("attn")`.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::fs::File;
@@ -26,6 +27,9 @@ struct Store {
     /// Key → index into `files`.
     keys: HashMap<String, usize>,
     used: Mutex<HashSet<String>>,
+    /// Benchmark stores hold no files: every lookup succeeds with
+    /// deterministic filler values in this dtype.
+    synthetic: Option<DType>,
 }
 
 /// A view of the weight store under a key prefix. Cheap to clone.
@@ -78,6 +82,7 @@ impl Weights {
                 files,
                 keys,
                 used: Mutex::default(),
+                synthetic: None,
             }),
             prefix: String::new(),
         })
@@ -108,6 +113,22 @@ impl Weights {
         Self::from_files(&shards.iter().map(|s| dir.join(s)).collect::<Vec<_>>())
     }
 
+    /// A store that answers every lookup with small filler values of the
+    /// requested shape in `dtype`: lets benchmarks build a model at real
+    /// widths from its config alone, through the model's own loader.
+    pub fn synthetic(dtype: DType) -> Weights {
+        let store = Store {
+            files: Vec::new(),
+            keys: HashMap::new(),
+            used: Mutex::default(),
+            synthetic: Some(dtype),
+        };
+        Weights {
+            store: Arc::new(store),
+            prefix: String::new(),
+        }
+    }
+
     /// The view under `prefix.name`.
     pub fn pp(&self, name: impl Display) -> Weights {
         let prefix = if self.prefix.is_empty() {
@@ -130,12 +151,19 @@ impl Weights {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.store.keys.contains_key(&self.key(name))
+        self.store.synthetic.is_some() || self.store.keys.contains_key(&self.key(name))
     }
 
     /// Raw bytes, dtype and shape of tensor `name`, checked against `shape`.
-    fn raw(&self, name: &str, shape: &[usize]) -> Result<(&[u8], DType, Vec<usize>)> {
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<(Cow<'_, [u8]>, DType, Vec<usize>)> {
         let key = self.key(name);
+        if let Some(dtype) = self.store.synthetic {
+            return Ok((
+                Cow::Owned(filler_bytes(&key, shape.iter().product(), dtype)),
+                dtype,
+                shape.to_vec(),
+            ));
+        }
         let Some(&i) = self.store.keys.get(&key) else {
             let files = self
                 .store
@@ -183,13 +211,13 @@ impl Weights {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key);
-        Ok((bytes, dtype, info.shape.clone()))
+        Ok((Cow::Borrowed(bytes), dtype, info.shape.clone()))
     }
 
     /// Tensor `name` uploaded in its stored dtype (f32, f16 or bf16).
     pub fn get(&self, gpu: &Gpu, name: &str, shape: &[usize]) -> Result<Tensor> {
         let (bytes, dtype, _) = self.raw(name, shape)?;
-        gpu.upload_weight(bytes, shape, dtype)
+        gpu.upload_weight(&bytes, shape, dtype)
     }
 
     /// Tensor `name` as f32 values on the host.
@@ -252,4 +280,28 @@ pub fn save_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
     safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| file_error(path, e))
+}
+
+/// Values in ±0.02 from a hash of the key: small enough that activations
+/// stay finite through many layers, different for every tensor.
+fn filler_bytes(key: &str, n: usize, dtype: DType) -> Vec<u8> {
+    let mut state = key
+        .bytes()
+        .fold(0x9e37_79b9u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+        | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state as f32 / u32::MAX as f32 - 0.5) * 0.04
+    };
+    match dtype {
+        DType::F16 => (0..n)
+            .flat_map(|_| half::f16::from_f32(next()).to_le_bytes())
+            .collect(),
+        DType::BF16 => (0..n)
+            .flat_map(|_| half::bf16::from_f32(next()).to_le_bytes())
+            .collect(),
+        _ => (0..n).flat_map(|_| next().to_le_bytes()).collect(),
+    }
 }
