@@ -1,0 +1,89 @@
+//! RAS hyperparameters (ras-spec §2), with the original's names and its SD3
+//! example as defaults.
+
+use crate::error::{Error, Result};
+use crate::kernels::metric::Metric;
+
+/// Every hyperparameter of the original RAS implementation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RasConfig {
+    /// Nominal fraction of image tokens computed on a RAS step, in (0, 1];
+    /// 1 is plain dense sampling.
+    pub sample_ratio: f64,
+    /// Per-pixel reduction over latent channels for the region score.
+    pub metric: Metric,
+    /// Share of the skipped tokens taken from the highest-score end; the
+    /// rest come from the lowest-score end.
+    pub high_ratio: f64,
+    /// `k` in `score · exp(k · drop_count)`.
+    pub starvation_scale: f64,
+    /// Steps before this one are dense warm-up; the K/V cache is filled at
+    /// the step before it. At least 1.
+    pub scheduler_start_step: usize,
+    /// Last step that may be a RAS step (inclusive).
+    pub scheduler_end_step: usize,
+    /// Dense steps that also refresh the K/V cache.
+    pub error_reset_steps: Vec<usize>,
+    /// Tokens added to the skip count per group of `skip_num_step_length`
+    /// steps (dynamic schedule); may be negative.
+    pub skip_num_step: i64,
+    /// Steps per group of the dynamic schedule; 0 is the static schedule.
+    pub skip_num_step_length: usize,
+}
+
+/// The original's SD3 example is tuned for 28 steps.
+pub const SD3_EXAMPLE_STEPS: usize = 28;
+
+impl RasConfig {
+    /// The original SD3 example (ras-spec §2.3) for `steps` steps: ratio 0.5,
+    /// std metric, high_ratio 0.3, start 4, end = steps, static schedule,
+    /// resets at 12 and 20 — scaled by `steps / 28` (rounded) when the step
+    /// count differs from 28.
+    pub fn sd3_example(steps: usize) -> RasConfig {
+        let scale = |s: usize| ((s * steps) as f64 / SD3_EXAMPLE_STEPS as f64).round() as usize;
+        RasConfig {
+            sample_ratio: 0.5,
+            metric: Metric::Std,
+            high_ratio: 0.3,
+            starvation_scale: 0.1,
+            scheduler_start_step: 4.min(steps.saturating_sub(1)).max(1),
+            scheduler_end_step: steps,
+            error_reset_steps: [12, 20].into_iter().map(scale).filter(|&s| s < steps).collect(),
+            skip_num_step: 0,
+            skip_num_step_length: 0,
+        }
+    }
+
+    /// Plain dense sampling.
+    pub fn dense(steps: usize) -> RasConfig {
+        RasConfig { sample_ratio: 1.0, ..RasConfig::sd3_example(steps) }
+    }
+
+    pub fn is_dense(&self) -> bool {
+        self.sample_ratio >= 1.0
+    }
+
+    /// Rejects settings the original would crash on or silently misread.
+    pub fn validate(&self, steps: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if !(self.sample_ratio > 0.0 && self.sample_ratio <= 1.0) {
+            return bad(format!("--sample-ratio {} must be in (0, 1]", self.sample_ratio));
+        }
+        if !(0.0..=1.0).contains(&self.high_ratio) {
+            return bad(format!("--high-ratio {} must be in [0, 1]", self.high_ratio));
+        }
+        if !self.starvation_scale.is_finite() {
+            return bad("--starvation-scale must be a finite number".into());
+        }
+        if self.is_dense() {
+            return Ok(());
+        }
+        if self.scheduler_start_step == 0 {
+            return bad("--scheduler-start-step must be at least 1: the K/V cache is filled on the dense step before it".into());
+        }
+        if let Some(&r) = self.error_reset_steps.iter().find(|&&r| r >= steps) {
+            return bad(format!("error reset step {r} is not below the step count {steps}"));
+        }
+        Ok(())
+    }
+}
