@@ -14,6 +14,7 @@ pub mod models;
 pub mod nn;
 pub mod ras;
 pub mod reference;
+pub mod sampling;
 pub mod weights;
 
 pub use error::{Error, Result};

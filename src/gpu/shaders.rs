@@ -23,6 +23,7 @@ shader_table![
     "patch",
     "rope",
     "rows",
+    "sampler",
     "upsample",
 ];
 

@@ -12,6 +12,7 @@ pub mod norm;
 pub mod patch;
 pub mod rope;
 pub mod rows;
+pub mod sampler;
 pub mod upsample;
 
 use crate::error::{Error, Result};

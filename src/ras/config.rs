@@ -56,7 +56,10 @@ impl RasConfig {
 
     /// Plain dense sampling.
     pub fn dense(steps: usize) -> RasConfig {
-        RasConfig { sample_ratio: 1.0, ..RasConfig::sd3_example(steps) }
+        RasConfig {
+            sample_ratio: 1.0,
+            ..RasConfig::sd3_example(steps)
+        }
     }
 
     pub fn is_dense(&self) -> bool {
@@ -82,7 +85,9 @@ impl RasConfig {
             return bad("--scheduler-start-step must be at least 1: the K/V cache is filled on the dense step before it".into());
         }
         if let Some(&r) = self.error_reset_steps.iter().find(|&&r| r >= steps) {
-            return bad(format!("error reset step {r} is not below the step count {steps}"));
+            return bad(format!(
+                "error reset step {r} is not below the step count {steps}"
+            ));
         }
         Ok(())
     }

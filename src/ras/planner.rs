@@ -62,7 +62,10 @@ impl Planner {
     pub fn select(&mut self, next: usize, scores: &[f32]) -> Result<&Selection> {
         let t = self.schedule.tokens();
         if scores.len() != self.images * t {
-            return Err(Error::shape("ras select", format!("{} scores for {} images × {t} tokens", scores.len(), self.images)));
+            return Err(Error::shape(
+                "ras select",
+                format!("{} scores for {} images × {t} tokens", scores.len(), self.images),
+            ));
         }
         let skip = self.schedule.skip(next);
         let low = (skip as f64 * (1.0 - self.high_ratio)) as usize;

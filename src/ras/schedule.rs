@@ -88,7 +88,11 @@ impl Schedule {
     /// original: step `end` reuses the previous selection.
     pub fn selects_after(&self, i: usize) -> bool {
         let next = i + 1;
-        !self.dense && self.start <= next && next < self.end && !self.resets.contains(&next) && next < self.steps
+        !self.dense
+            && self.start <= next
+            && next < self.end
+            && !self.resets.contains(&next)
+            && next < self.steps
     }
 
     /// Whether the K/V cache is needed after step `i` (freed after the last RAS step).

@@ -16,7 +16,9 @@ fn sd3_example_table() {
     assert_eq!(ras.len(), 22);
     let dense: Vec<usize> = (0..28).filter(|&i| s.kind(i) != StepKind::Ras).collect();
     assert_eq!(dense, [0, 1, 2, 3, 12, 20]);
-    let refresh: Vec<usize> = (0..28).filter(|&i| s.kind(i) == StepKind::Dense { refresh: true }).collect();
+    let refresh: Vec<usize> = (0..28)
+        .filter(|&i| s.kind(i) == StepKind::Dense { refresh: true })
+        .collect();
     assert_eq!(refresh, [3, 12, 20]);
     let selections: Vec<usize> = (0..28).filter(|&i| s.selects_after(i)).collect();
     let want: Vec<usize> = (3..=10).chain(12..=18).chain(20..=26).collect();
@@ -44,8 +46,8 @@ fn lumina_dynamic_example_table() {
     };
     let s = Schedule::new(&cfg, 30, 4096).unwrap();
     let want_skip = [
-        0, 0, 0, 0, 1280, 1280, 1280, 1280, 1536, 1536, 1536, 1536, 0, 1792, 1792, 1792, 2048, 2048, 2048, 2048, 2304,
-        2304, 0, 2304, 2560, 2560, 2560, 2560, 2816, 2816,
+        0, 0, 0, 0, 1280, 1280, 1280, 1280, 1536, 1536, 1536, 1536, 0, 1792, 1792, 1792, 2048, 2048, 2048,
+        2048, 2304, 2304, 0, 2304, 2560, 2560, 2560, 2560, 2816, 2816,
     ];
     let skip: Vec<usize> = (0..30).map(|i| s.skip(i)).collect();
     assert_eq!(skip, want_skip);
@@ -60,7 +62,12 @@ fn lumina_dynamic_example_table() {
 fn end_step_reuses_previous_selection() {
     // e = 7 < N - 1: step 7 is RAS (inclusive), but no selection is made
     // after step 6 (strict), and steps after 7 are dense.
-    let cfg = RasConfig { scheduler_start_step: 2, scheduler_end_step: 7, error_reset_steps: vec![4], ..RasConfig::sd3_example(10) };
+    let cfg = RasConfig {
+        scheduler_start_step: 2,
+        scheduler_end_step: 7,
+        error_reset_steps: vec![4],
+        ..RasConfig::sd3_example(10)
+    };
     let s = Schedule::new(&cfg, 10, 16).unwrap();
     assert_eq!(s.kind(7), StepKind::Ras);
     assert!(!s.selects_after(6));
@@ -75,7 +82,11 @@ fn split_takes_high_and_low_ends() {
     let mut cfg = RasConfig::sd3_example(28);
     cfg.starvation_scale = 0.0;
     let scores: Vec<f32> = (0..10).map(|i| i as f32).collect();
-    for (high_ratio, active) in [(1.0, vec![0, 1, 2, 3, 4]), (0.0, vec![5, 6, 7, 8, 9]), (0.4, vec![3, 4, 5, 6, 7])] {
+    for (high_ratio, active) in [
+        (1.0, vec![0, 1, 2, 3, 4]),
+        (0.0, vec![5, 6, 7, 8, 9]),
+        (0.4, vec![3, 4, 5, 6, 7]),
+    ] {
         cfg.high_ratio = high_ratio;
         let mut p = Planner::new(&cfg, Schedule::new(&cfg, 28, 10).unwrap(), 1);
         let sel = p.select(5, &scores).unwrap();
@@ -101,7 +112,10 @@ fn starvation_scale_is_applied() {
 
 #[test]
 fn each_image_gets_its_own_selection() {
-    let cfg = RasConfig { high_ratio: 1.0, ..RasConfig::sd3_example(28) };
+    let cfg = RasConfig {
+        high_ratio: 1.0,
+        ..RasConfig::sd3_example(28)
+    };
     let mut p = Planner::new(&cfg, Schedule::new(&cfg, 28, 4).unwrap(), 2);
     let scores = [1.0f32, 2.0, 3.0, 4.0, 4.0, 3.0, 2.0, 1.0];
     let sel = p.select(4, &scores).unwrap();
@@ -113,11 +127,41 @@ fn each_image_gets_its_own_selection() {
 fn bad_settings_are_clear_errors() {
     let base = RasConfig::sd3_example(28);
     let cases = [
-        (RasConfig { sample_ratio: 0.0, ..base.clone() }, "must be in (0, 1]"),
-        (RasConfig { sample_ratio: 1.5, ..base.clone() }, "must be in (0, 1]"),
-        (RasConfig { scheduler_start_step: 0, ..base.clone() }, "at least 1"),
-        (RasConfig { error_reset_steps: vec![12, 28], ..base.clone() }, "reset step 28 is not below the step count 28"),
-        (RasConfig { high_ratio: -0.1, ..base.clone() }, "--high-ratio"),
+        (
+            RasConfig {
+                sample_ratio: 0.0,
+                ..base.clone()
+            },
+            "must be in (0, 1]",
+        ),
+        (
+            RasConfig {
+                sample_ratio: 1.5,
+                ..base.clone()
+            },
+            "must be in (0, 1]",
+        ),
+        (
+            RasConfig {
+                scheduler_start_step: 0,
+                ..base.clone()
+            },
+            "at least 1",
+        ),
+        (
+            RasConfig {
+                error_reset_steps: vec![12, 28],
+                ..base.clone()
+            },
+            "reset step 28 is not below the step count 28",
+        ),
+        (
+            RasConfig {
+                high_ratio: -0.1,
+                ..base.clone()
+            },
+            "--high-ratio",
+        ),
     ];
     for (cfg, msg) in cases {
         let err = Schedule::new(&cfg, 28, 4096).unwrap_err().to_string();

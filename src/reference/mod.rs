@@ -11,6 +11,7 @@ pub mod norm;
 pub mod patch;
 pub mod rope;
 pub mod rows;
+pub mod sampler;
 pub mod upsample;
 
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving

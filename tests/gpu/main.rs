@@ -17,4 +17,5 @@ mod patch;
 mod rope;
 mod rows;
 mod runtime;
+mod sampler;
 mod upsample;
