@@ -2,6 +2,7 @@
 //! separate weights but attend jointly over the concatenated sequence.
 
 use super::config::Sd3Config;
+use super::tokens::TokenPlan;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::attention::attention;
@@ -72,15 +73,25 @@ impl Projections {
     }
 }
 
-/// Projects `x` into rows `rows` of `dest`. Without a q/k norm the linear
-/// writes the rows in place; with one, the normalised result is scattered.
-fn project(
+/// `x·Wᵀ + b`, per-head RMS-normalised when the model has q/k norms.
+fn project(gpu: &Gpu, lin: &Linear, norm: Option<&RmsNorm>, x: &Tensor) -> Result<Tensor> {
+    let y = lin.forward(gpu, x)?;
+    match norm {
+        Some(norm) => norm.forward(gpu, &y),
+        None => Ok(y),
+    }
+}
+
+/// [`project`] into rows `rows` of `dest`. Without a norm the linear writes
+/// the rows itself (index fusion); with one, the normalised rows are
+/// scattered.
+fn project_into(
     gpu: &Gpu,
     lin: &Linear,
     norm: Option<&RmsNorm>,
     x: &Tensor,
     dest: &Tensor,
-    rows: Option<&Indices>,
+    rows: &Indices,
 ) -> Result<()> {
     match norm {
         None => lin.forward_into(
@@ -89,50 +100,13 @@ fn project(
             dest,
             Rows {
                 input: None,
-                output: rows,
+                output: Some(rows),
             },
         ),
-        Some(norm) => {
-            let y = norm.forward(gpu, &lin.forward(gpu, x)?)?;
-            let y = y.reshape(&[y.rows(), y.cols()])?;
-            match rows {
-                Some(r) => scatter(gpu, &y, r, dest),
-                None => scatter(
-                    gpu,
-                    &y,
-                    &Indices::upload(gpu, &(0..y.rows() as u32).collect::<Vec<_>>())?,
-                    dest,
-                ),
-            }
+        Some(_) => {
+            let y = project(gpu, lin, norm, x)?;
+            scatter(gpu, &y.reshape(&[y.rows(), y.cols()])?, rows, dest)
         }
-    }
-}
-
-/// Where each stream's tokens sit in the joint `[B, N + L]` sequence:
-/// image first, then text (diffusers' order).
-pub struct JointRows {
-    pub batch: usize,
-    pub n_img: usize,
-    pub n_txt: usize,
-    img: Indices,
-    txt: Indices,
-}
-
-impl JointRows {
-    pub fn new(gpu: &Gpu, batch: usize, n_img: usize, n_txt: usize) -> Result<JointRows> {
-        let joint = n_img + n_txt;
-        let rows = |off: usize, n: usize| -> Vec<u32> {
-            (0..batch)
-                .flat_map(|b| (0..n).map(move |i| (b * joint + off + i) as u32))
-                .collect()
-        };
-        Ok(JointRows {
-            batch,
-            n_img,
-            n_txt,
-            img: Indices::upload(gpu, &rows(0, n_img))?,
-            txt: Indices::upload(gpu, &rows(n_img, n_txt))?,
-        })
     }
 }
 
@@ -185,17 +159,20 @@ impl JointBlock {
         })
     }
 
-    /// `x [B, N, D]`, `c [B, L, D]`, `cond = silu(temb) [B, D]` →
-    /// updated `x`, and `c` unless this is the last block.
+    /// `x [B, n_q, D]` (the computed image tokens), `c [B, L, D]`,
+    /// `cond = silu(temb) [B, D]` → updated `x`, and `c` unless this is the
+    /// last block. Keys and values go to `kv` (this layer's cache) when
+    /// given, else to scratch buffers; attention always reads all N + L rows.
     pub fn forward(
         &self,
         gpu: &Gpu,
         x: &Tensor,
         c: &Tensor,
         cond: &Tensor,
-        rows: &JointRows,
+        plan: &TokenPlan,
+        kv: Option<&(Tensor, Tensor)>,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, n, l) = (rows.batch, rows.n_img, rows.n_txt);
+        let (b, n, nq, l) = (plan.batch, plan.n_img, plan.n_q, plan.n_txt);
         let (h, dh) = (self.heads, self.head_dim);
         let d = h * dh;
         let chunk = |index| Chunk { index, count: 6 };
@@ -220,58 +197,54 @@ impl JointBlock {
             c_scale,
         )?;
 
-        // Joint sequence [B·(N + L), D]: image rows first, then text.
-        // The last block needs image queries only.
-        let (k, v) = (
-            gpu.empty(&[b * (n + l), d], DType::F32)?,
-            gpu.empty(&[b * (n + l), d], DType::F32)?,
-        );
-        let lq = if self.to_add_out.is_some() { n + l } else { n };
-        let q = gpu.empty(&[b * lq, d], DType::F32)?;
-        let q_img_rows = self.to_add_out.as_ref().map(|_| &rows.img);
-        project(gpu, &self.img.q, self.img.norm_q.as_ref(), &nx, &q, q_img_rows)?;
-        project(
-            gpu,
-            &self.img.k,
-            self.img.norm_k.as_ref(),
-            &nx,
-            &k,
-            Some(&rows.img),
-        )?;
-        project(gpu, &self.img.v, None, &nx, &v, Some(&rows.img))?;
-        if self.to_add_out.is_some() {
-            project(
-                gpu,
-                &self.txt.q,
-                self.txt.norm_q.as_ref(),
-                &nc,
-                &q,
-                Some(&rows.txt),
-            )?;
-        }
-        project(
-            gpu,
-            &self.txt.k,
-            self.txt.norm_k.as_ref(),
-            &nc,
-            &k,
-            Some(&rows.txt),
-        )?;
-        project(gpu, &self.txt.v, None, &nc, &v, Some(&rows.txt))?;
+        // Keys and values [B·(N + L), D]: the computed image rows are written
+        // in place (index fusion), the others keep their cached values.
+        let scratch;
+        let (k, v) = match kv {
+            Some((k, v)) => (k, v),
+            None => {
+                scratch = (
+                    gpu.empty(&[b * (n + l), d], DType::F32)?,
+                    gpu.empty(&[b * (n + l), d], DType::F32)?,
+                );
+                (&scratch.0, &scratch.1)
+            }
+        };
+        project_into(gpu, &self.img.k, self.img.norm_k.as_ref(), &nx, k, &plan.kv_img)?;
+        project_into(gpu, &self.img.v, None, &nx, v, &plan.kv_img)?;
+        project_into(gpu, &self.txt.k, self.txt.norm_k.as_ref(), &nc, k, &plan.kv_txt)?;
+        project_into(gpu, &self.txt.v, None, &nc, v, &plan.kv_txt)?;
+        // Queries [B·(n_q + L), D]; the last block needs image queries only.
+        let last = self.to_add_out.is_none();
+        let lq = if last { nq } else { nq + l };
+        let q = if last {
+            project(gpu, &self.img.q, self.img.norm_q.as_ref(), &nx)?
+        } else {
+            let q = gpu.empty(&[b * lq, d], DType::F32)?;
+            project_into(gpu, &self.img.q, self.img.norm_q.as_ref(), &nx, &q, &plan.q_img)?;
+            project_into(gpu, &self.txt.q, self.txt.norm_q.as_ref(), &nc, &q, &plan.q_txt)?;
+            q
+        };
+        let q_img_rows = if last { None } else { Some(&plan.q_img) };
         let heads = |t: &Tensor, len| t.reshape(&[b, len, h, dh]);
-        let (q, k, v) = (heads(&q, lq)?, heads(&k, n + l)?, heads(&v, n + l)?);
-        let a = attention(gpu, &q, &k, &v, None, 1.0 / (dh as f32).sqrt())?; // [B, Lq, H, Dh]
-        let a = a.reshape(&[b * lq, d])?;
+        let a = attention(
+            gpu,
+            &heads(&q, lq)?,
+            &heads(k, n + l)?,
+            &heads(v, n + l)?,
+            None,
+            1.0 / (dh as f32).sqrt(),
+        )?;
+        let a = a.reshape(&[b * lq, d])?; // [B·Lq, D]
 
         // Image stream: attention and MLP residuals.
-        let attn_x = gpu.empty(&[b, n, d], DType::F32)?;
-        let img_rows = self.to_add_out.as_ref().map(|_| &rows.img);
+        let attn_x = gpu.empty(&[b, nq, d], DType::F32)?;
         self.to_out.forward_into(
             gpu,
             &a,
             &attn_x,
             Rows {
-                input: img_rows,
+                input: q_img_rows,
                 output: None,
             },
         )?;
@@ -295,7 +268,7 @@ impl JointBlock {
             &a,
             &attn_c,
             Rows {
-                input: Some(&rows.txt),
+                input: Some(&plan.q_txt),
                 output: None,
             },
         )?;

@@ -5,15 +5,17 @@
 
 use std::path::Path;
 
-use super::block::{JointBlock, JointRows, LN_EPS};
+use super::block::{JointBlock, LN_EPS};
 use super::config::Sd3Config;
 use super::embed::{PatchEmbed, TimeTextEmbed};
+use super::tokens::{KvCache, TokenPlan};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::elementwise::{unary, Unary};
 use crate::kernels::modulate::{modulate, Chunk};
 use crate::kernels::norm::layer_norm;
 use crate::kernels::patch::unpatchify;
+use crate::kernels::rows::{gather, scatter};
 use crate::nn::Linear;
 use crate::weights::Weights;
 
@@ -83,20 +85,47 @@ impl Sd3Transformer {
         Ok(model)
     }
 
-    /// One denoiser call: the predicted velocity `[B, C_out, H, W]`.
+    /// One dense denoiser call: the predicted velocity `[B, C_out, H, W]`.
     pub fn forward(&self, gpu: &Gpu, inputs: &Sd3Inputs) -> Result<Tensor> {
-        let cfg = &self.config;
+        let (b, n, l) = self.token_counts(inputs)?;
+        self.forward_planned(gpu, inputs, &TokenPlan::dense(gpu, b, n, l)?, None)
+    }
+
+    /// `(batch, image tokens, text tokens)` of a call, after checking the inputs.
+    pub fn token_counts(&self, inputs: &Sd3Inputs) -> Result<(usize, usize, usize)> {
         let &[b, _, h, w] = inputs.hidden_states.shape() else {
             return Err(Error::shape("sd3", "hidden_states must be [B, C, H, W]"));
         };
         self.check_inputs(inputs, b)?;
-        let l = inputs.encoder_hidden_states.shape()[1];
-        let p = cfg.patch_size;
-        let n = (h / p) * (w / p);
+        let p = self.config.patch_size;
+        Ok((b, (h / p) * (w / p), inputs.encoder_hidden_states.shape()[1]))
+    }
 
-        // 1. patch embedding + cropped position table
-        let mut x = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
-                                                                        // 2. conditioning vector; every adaLN linear consumes silu(temb)
+    /// A denoiser call computing only the image tokens `plan` names (all of
+    /// them on dense steps), with keys and values in `cache` when given.
+    /// Output rows of tokens not computed are left unwritten.
+    pub fn forward_planned(
+        &self,
+        gpu: &Gpu,
+        inputs: &Sd3Inputs,
+        plan: &TokenPlan,
+        cache: Option<&KvCache>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, n, l) = self.token_counts(inputs)?;
+        if (plan.batch, plan.n_img, plan.n_txt) != (b, n, l) {
+            return Err(Error::shape("sd3", "token plan does not match the inputs"));
+        }
+        let (h, w) = (inputs.hidden_states.shape()[2], inputs.hidden_states.shape()[3]);
+        let (p, d) = (cfg.patch_size, cfg.inner_dim());
+
+        // 1. patch embedding + cropped position table, then the computed tokens
+        let x_all = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
+        let mut x = match &plan.gather {
+            Some(rows) => gather(gpu, &x_all.reshape(&[b * n, d])?, rows)?.reshape(&[b, plan.n_q, d])?,
+            None => x_all,
+        }; // [B, n_q, D]
+           // 2. conditioning vector; every adaLN linear consumes silu(temb)
         let temb = self
             .time_text_embed
             .forward(gpu, inputs.timestep, inputs.pooled_projections)?; // [B, D]
@@ -104,9 +133,8 @@ impl Sd3Transformer {
                                                     // 3. text tokens
         let mut c = self.context_embedder.forward(gpu, inputs.encoder_hidden_states)?; // [B, L, D]
                                                                                        // 4. joint blocks
-        let rows = JointRows::new(gpu, b, n, l)?;
-        for block in &self.blocks {
-            let (nx, nc) = block.forward(gpu, &x, &c, &cond, &rows)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (nx, nc) = block.forward(gpu, &x, &c, &cond, plan, cache.map(|c| &c.layers[i]))?;
             x = nx;
             if let Some(nc) = nc {
                 c = nc;
@@ -116,8 +144,28 @@ impl Sd3Transformer {
         let emb = self.norm_out.forward(gpu, &cond)?; // [B, 2D]
         let (scale, shift) = (Chunk { index: 0, count: 2 }, Chunk { index: 1, count: 2 });
         let x = modulate(gpu, &layer_norm(gpu, &x, None, None, LN_EPS)?, &emb, shift, scale)?;
-        let y = self.proj_out.forward(gpu, &x)?; // [B, N, p·p·C_out]
+        let y = self.proj_out.forward(gpu, &x)?; // [B, n_q, p·p·C_out]
+        let y = match &plan.gather {
+            Some(rows) => {
+                let full = gpu.empty(&[b * n, y.cols()], DType::F32)?;
+                scatter(gpu, &y.reshape(&[b * plan.n_q, y.cols()])?, rows, &full)?;
+                full.reshape(&[b, n, y.cols()])?
+            }
+            None => y,
+        }; // [B, N, p·p·C_out]
         unpatchify(gpu, &y, cfg.out_channels(), h, w, p) // [B, C_out, H, W]
+    }
+
+    /// A K/V cache for `batch` rows of `n_img` image and `n_txt` text tokens.
+    pub fn kv_cache(&self, gpu: &Gpu, batch: usize, n_img: usize, n_txt: usize) -> Result<KvCache> {
+        KvCache::new(
+            gpu,
+            self.blocks.len(),
+            batch,
+            n_img,
+            n_txt,
+            self.config.inner_dim(),
+        )
     }
 
     fn check_inputs(&self, inputs: &Sd3Inputs, b: usize) -> Result<()> {
