@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod models;
 pub mod nn;
+pub mod pipeline;
 pub mod ras;
 pub mod reference;
 pub mod sampling;

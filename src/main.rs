@@ -1,4 +1,6 @@
-use std::path::PathBuf;
+mod cli;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -36,6 +38,37 @@ enum Command {
         /// Where to write `sample` (safetensors).
         #[arg(long)]
         output: PathBuf,
+    },
+    /// Run the SD3 sampling loop (flow-match Euler, classifier-free guidance,
+    /// Region-Adaptive Sampling) from files, without text encoders or VAE.
+    /// The inputs file holds `latents_init` [B,C,H,W], `prompt_embeds` and
+    /// `negative_prompt_embeds` [B,L,D], `pooled_prompt_embeds` and
+    /// `negative_pooled_prompt_embeds` [B,P] (f32); the output gets
+    /// `latents_final` [B,C,H,W] and, with --save-active, `active_step_{i}`
+    /// (i32 [B, n_active], ascending token indices) for every RAS step.
+    Sample {
+        /// A diffusers `transformer/` folder.
+        #[arg(long)]
+        transformer: PathBuf,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Denoising steps.
+        #[arg(long, default_value_t = 28)]
+        steps: usize,
+        /// Classifier-free guidance scale (1 = no guidance).
+        #[arg(long, default_value_t = 7.0)]
+        guidance: f32,
+        /// Timestep shift; default: `shift` from ../scheduler/scheduler_config.json
+        /// next to the transformer folder, else 3.0 (SD3).
+        #[arg(long)]
+        shift: Option<f64>,
+        /// Also save the active token indices of every RAS step.
+        #[arg(long = "save-active")]
+        save_active: bool,
+        #[command(flatten)]
+        ras: cli::ras_args::RasArgs,
     },
     /// Benchmarks (times are wall clock per launch on the selected adapter).
     Bench {
@@ -81,6 +114,48 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Info => info(cli.adapter.as_deref()),
         Command::Bench { what } => bench(cli.adapter.as_deref(), what),
+        Command::Sample {
+            transformer,
+            inputs,
+            output,
+            steps,
+            guidance,
+            shift,
+            save_active,
+            ras,
+        } => {
+            let gpu = open(cli.adapter.as_deref())?;
+            let model = ras::models::sd3::Sd3Transformer::load_dir(&gpu, &transformer)
+                .with_context(|| format!("loading the transformer from {}", transformer.display()))?;
+            let job = ras::pipeline::SampleFiles {
+                inputs: &inputs,
+                output: &output,
+                steps,
+                guidance,
+                shift: shift.unwrap_or(scheduler_shift(&transformer)?),
+                ras: ras.config(steps)?,
+                save_active,
+            };
+            let cache = ras::pipeline::sample_files(&gpu, &model, &job, |s| {
+                let kind = match s.kind {
+                    ras::ras::StepKind::Ras => "ras",
+                    ras::ras::StepKind::Dense { .. } => "dense",
+                };
+                eprintln!(
+                    "step {:>3}/{} {kind:<5} {}/{} tokens",
+                    s.step + 1,
+                    s.steps,
+                    s.active_tokens,
+                    s.total_tokens
+                );
+            })?;
+            eprintln!(
+                "wrote {} (K/V cache peak {:.1} MiB)",
+                output.display(),
+                cache as f64 / (1 << 20) as f64
+            );
+            Ok(())
+        }
         Command::Forward {
             transformer,
             inputs,
@@ -183,4 +258,15 @@ fn report(f: &ras::bench::Figure) {
         f.seconds * 1e3,
         f.gflops()
     );
+}
+
+/// `shift` from the scheduler config beside a transformer folder, else SD3's 3.0.
+fn scheduler_shift(transformer: &Path) -> Result<f64> {
+    let path = transformer.join("../scheduler/scheduler_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(3.0);
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(json.get("shift").and_then(|v| v.as_f64()).unwrap_or(1.0))
 }

@@ -114,9 +114,14 @@ impl Tensor {
         self.storage.chunks.len()
     }
 
-    /// Rows of dimension 0 in chunk `i`.
+    /// Rows of dimension 0 in chunk `i`. A single-buffer tensor holds all
+    /// of them whatever its view's shape; split tensors keep dimension 0
+    /// through reshapes.
     pub fn chunk_rows(&self, i: usize) -> usize {
-        self.storage.chunks[i].rows
+        match self.num_chunks() {
+            1 => self.shape.first().copied().unwrap_or(1),
+            _ => self.storage.chunks[i].rows,
+        }
     }
 
     /// The same storage seen with another shape of equal size.

@@ -18,7 +18,8 @@ impl FlowMatchEuler {
     pub fn new(steps: usize, shift: f64) -> FlowMatchEuler {
         // The constructor's table is f32; only its ends are used.
         let shift32 = |s: f32| shift as f32 * s / (1.0 + (shift as f32 - 1.0) * s);
-        let sigma_max = shift32(TRAIN_STEPS as f32 / TRAIN_STEPS as f32) as f64;
+        // The table runs from t = 1000 (sigma 1) down to t = 1.
+        let sigma_max = shift32(1.0) as f64;
         let sigma_min = shift32(1.0 / TRAIN_STEPS as f32) as f64;
         let (t0, t1) = (sigma_max * TRAIN_STEPS, sigma_min * TRAIN_STEPS);
         let mut sigmas: Vec<f32> = (0..steps)

@@ -269,17 +269,41 @@ fn strip_ones(shape: &[usize]) -> &[usize] {
     &shape[lead.min(shape.len().saturating_sub(1))..]
 }
 
-/// Writes f32 tensors `(name, shape, values)` to a safetensors file.
-pub fn save_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<()> {
+/// Values of one tensor to save.
+pub enum Values {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+/// Writes tensors `(name, shape, values)` to a safetensors file.
+pub fn save(path: &Path, tensors: &[(String, Vec<usize>, Values)]) -> Result<()> {
     let views = tensors
         .iter()
-        .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map(|v| (name.to_string(), v))
+        .map(|(name, shape, values)| {
+            let (dtype, bytes): (Dtype, &[u8]) = match values {
+                Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
+                Values::I32(v) => (Dtype::I32, bytemuck::cast_slice(v)),
+            };
+            safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
     safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| file_error(path, e))
+}
+
+/// Reads the f32 tensor `name` and its shape from a safetensors file view.
+pub fn load_f32(file: &Weights, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let shape = file.shape(name).ok_or_else(|| Error::MissingWeight {
+        key: name.into(),
+        files: file
+            .store
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    Ok((file.get_host(name, &shape)?, shape))
 }
 
 /// Values in ±0.02 from a hash of the key: small enough that activations

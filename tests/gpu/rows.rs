@@ -76,3 +76,14 @@ fn index_out_of_range_is_an_error() {
     let err = scatter(&gpu, &src, &idx, &x).unwrap_err().to_string();
     assert!(err.contains("index 4 out of range"), "{err}");
 }
+
+#[test]
+fn gather_from_a_reshaped_view() {
+    let gpu = gpu();
+    // [2, 3, 4] seen as [6, 4]: rows beyond the original first dimension.
+    let x: Vec<f32> = (0..24).map(|v| v as f32).collect();
+    let t = gpu.upload_f32(&x, &[2, 3, 4]).unwrap().reshape(&[6, 4]).unwrap();
+    let idx = Indices::upload(&gpu, &[5, 0, 3]).unwrap();
+    let out = gpu.read_f32(&gather(&gpu, &t, &idx).unwrap()).unwrap();
+    assert_eq!(out, reference::gather(&x, 4, &[5, 0, 3]));
+}

@@ -4,21 +4,15 @@
 use std::path::Path;
 
 use super::model::{Sd3Inputs, Sd3Transformer};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::weights::{save_f32, Weights};
+use crate::weights::{load_f32, save, Values, Weights};
 
 /// Reads `hidden_states`, `encoder_hidden_states`, `pooled_projections` and
 /// `timestep` from `inputs`, runs `model`, writes `sample` to `output`.
 pub fn forward_files(gpu: &Gpu, model: &Sd3Transformer, inputs: &Path, output: &Path) -> Result<()> {
     let file = Weights::from_files(&[inputs.to_owned()])?;
-    let load = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
-        let shape = file.shape(name).ok_or_else(|| Error::MissingWeight {
-            key: name.into(),
-            files: inputs.display().to_string(),
-        })?;
-        Ok((file.get_host(name, &shape)?, shape))
-    };
+    let load = |name: &str| load_f32(&file, name);
     let (x, xs) = load("hidden_states")?;
     let (ctx, cs) = load("encoder_hidden_states")?;
     let (pooled, ps) = load("pooled_projections")?;
@@ -33,8 +27,12 @@ pub fn forward_files(gpu: &Gpu, model: &Sd3Transformer, inputs: &Path, output: &
         timestep: &t,
     };
     let sample = model.forward(gpu, &inputs)?;
-    save_f32(
+    save(
         output,
-        &[("sample", sample.shape().to_vec(), gpu.read_f32(&sample)?)],
+        &[(
+            "sample".into(),
+            sample.shape().to_vec(),
+            Values::F32(gpu.read_f32(&sample)?),
+        )],
     )
 }

@@ -1,0 +1,3 @@
+//! Pieces of the `ras` command line shared by several subcommands.
+
+pub mod ras_args;

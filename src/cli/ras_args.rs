@@ -1,0 +1,102 @@
+//! The RAS flags, with the original implementation's names accepted as
+//! aliases (`--sample_ratio` as well as `--sample-ratio`, …).
+
+use clap::{Args, ValueEnum};
+use ras::kernels::metric::Metric;
+use ras::ras::RasConfig;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MetricArg {
+    /// Standard deviation over latent channels.
+    Std,
+    /// L2 norm over latent channels.
+    L2norm,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RasArgs {
+    /// Fraction of image tokens computed on RAS steps, in (0, 1]. 1 is plain
+    /// dense sampling.
+    #[arg(long = "sample-ratio", alias = "sample_ratio", default_value_t = 0.5)]
+    sample_ratio: f64,
+    /// Plain dense sampling (same as --sample-ratio 1).
+    #[arg(long)]
+    dense: bool,
+    /// Dense steps that also refresh the K/V cache, comma-separated ("" for
+    /// none). Default: the original's "12,20" at 28 steps, scaled
+    /// proportionally for other step counts (e.g. "4,7" at 10 steps, "24,40"
+    /// at 56).
+    #[arg(long = "error-reset-steps", alias = "error_reset_steps")]
+    error_reset_steps: Option<String>,
+    /// How each latent pixel is scored before averaging over its patch.
+    #[arg(long, value_enum, default_value = "std")]
+    metric: MetricArg,
+    /// Share of skipped tokens taken from the highest scores (the rest from
+    /// the lowest), in [0, 1].
+    #[arg(long = "high-ratio", alias = "high_ratio", default_value_t = 0.3)]
+    high_ratio: f64,
+    /// k in score · exp(k · times dropped): favours long-skipped tokens.
+    #[arg(long = "starvation-scale", alias = "starvation_scale", default_value_t = 0.1)]
+    starvation_scale: f64,
+    /// First step that may skip tokens; earlier steps are dense warm-up and
+    /// the step before it fills the K/V cache. At least 1.
+    #[arg(
+        long = "scheduler-start-step",
+        alias = "scheduler_start_step",
+        default_value_t = 4
+    )]
+    scheduler_start_step: usize,
+    /// Last step that may skip tokens (inclusive). Default: the step count.
+    #[arg(long = "scheduler-end-step", alias = "scheduler_end_step")]
+    scheduler_end_step: Option<usize>,
+    /// Dynamic schedule: tokens added to the skip count per step group
+    /// (may be negative). 0 with --skip-num-step-length 0 is static.
+    #[arg(
+        long = "skip-num-step",
+        alias = "skip_num_step",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    skip_num_step: i64,
+    /// Dynamic schedule: steps per group (0 = static schedule).
+    #[arg(
+        long = "skip-num-step-length",
+        alias = "skip_num_step_length",
+        default_value_t = 0
+    )]
+    skip_num_step_length: usize,
+}
+
+impl RasArgs {
+    pub fn config(&self, steps: usize) -> anyhow::Result<RasConfig> {
+        let defaults = RasConfig::sd3_example(steps);
+        let error_reset_steps = match &self.error_reset_steps {
+            None => defaults.error_reset_steps,
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| anyhow::anyhow!("--error-reset-steps: '{s}' is not a step number"))
+                })
+                .collect::<anyhow::Result<Vec<usize>>>()?,
+        };
+        let cfg = RasConfig {
+            sample_ratio: if self.dense { 1.0 } else { self.sample_ratio },
+            metric: match self.metric {
+                MetricArg::Std => Metric::Std,
+                MetricArg::L2norm => Metric::L2Norm,
+            },
+            high_ratio: self.high_ratio,
+            starvation_scale: self.starvation_scale,
+            scheduler_start_step: self.scheduler_start_step,
+            scheduler_end_step: self.scheduler_end_step.unwrap_or(steps),
+            error_reset_steps,
+            skip_num_step: self.skip_num_step,
+            skip_num_step_length: self.skip_num_step_length,
+        };
+        cfg.validate(steps)?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,72 @@
+//! `ras sample`: the sampling loop from and to safetensors files, with
+//! diffusers' names as keys.
+
+use std::path::Path;
+
+use super::sample::{sample, SampleRequest, StepInfo};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::models::sd3::Sd3Transformer;
+use crate::ras::RasConfig;
+use crate::weights::{load_f32, save, Values, Weights};
+
+/// Settings of a file-to-file sampling run.
+pub struct SampleFiles<'a> {
+    pub inputs: &'a Path,
+    pub output: &'a Path,
+    pub steps: usize,
+    pub guidance: f32,
+    pub shift: f64,
+    pub ras: RasConfig,
+    /// Also write `active_step_{i}` [B, n_active] (i32) for every RAS step.
+    pub save_active: bool,
+}
+
+/// Reads `latents_init`, `prompt_embeds`, `negative_prompt_embeds`,
+/// `pooled_prompt_embeds`, `negative_pooled_prompt_embeds`; writes
+/// `latents_final` (and the active sets). Returns the K/V-cache bytes.
+pub fn sample_files(
+    gpu: &Gpu,
+    model: &Sd3Transformer,
+    job: &SampleFiles,
+    on_step: impl FnMut(&StepInfo),
+) -> Result<u64> {
+    let file = Weights::from_files(&[job.inputs.to_owned()])?;
+    let upload = |name: &str| -> Result<_> {
+        let (values, shape) = load_f32(&file, name)?;
+        gpu.upload_f32(&values, &shape)
+    };
+    let cfg = job.guidance > 1.0;
+    let optional = |name: &str| if cfg { upload(name).map(Some) } else { Ok(None) };
+    let latents = upload("latents_init")?;
+    let prompt_embeds = upload("prompt_embeds")?;
+    let pooled_prompt_embeds = upload("pooled_prompt_embeds")?;
+    let negative_prompt_embeds = optional("negative_prompt_embeds")?;
+    let negative_pooled_prompt_embeds = optional("negative_pooled_prompt_embeds")?;
+    let request = SampleRequest {
+        latents: &latents,
+        prompt_embeds: &prompt_embeds,
+        pooled_prompt_embeds: &pooled_prompt_embeds,
+        negative_prompt_embeds: negative_prompt_embeds.as_ref(),
+        negative_pooled_prompt_embeds: negative_pooled_prompt_embeds.as_ref(),
+        steps: job.steps,
+        guidance: job.guidance,
+        shift: job.shift,
+        ras: job.ras.clone(),
+    };
+    let out = sample(gpu, model, &request, on_step)?;
+    let mut tensors = vec![(
+        "latents_final".to_string(),
+        out.latents.shape().to_vec(),
+        Values::F32(gpu.read_f32(&out.latents)?),
+    )];
+    if job.save_active {
+        for (step, active) in &out.active {
+            let shape = vec![active.len(), active.first().map_or(0, Vec::len)];
+            let values = active.iter().flatten().map(|&t| t as i32).collect();
+            tensors.push((format!("active_step_{step}"), shape, Values::I32(values)));
+        }
+    }
+    save(job.output, &tensors)?;
+    Ok(out.kv_cache_bytes)
+}

@@ -1,0 +1,252 @@
+//! RAS on the SD3 transformer: the sparse forward against the dense one,
+//! and `ras sample` against the Python re-enactment of the original
+//! algorithm (tests/fixtures/make_ras.py).
+
+use std::path::{Path, PathBuf};
+
+use ras::gpu::{Gpu, GpuOptions, Tensor};
+use ras::models::sd3::{Sd3Inputs, Sd3Transformer, TokenPlan};
+use ras::reference::rel_err;
+use ras::weights::{load_f32, Weights};
+
+fn sd3_fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sd3")
+        .join(case)
+}
+
+fn gpu() -> Gpu {
+    Gpu::new(&GpuOptions {
+        poison: true,
+        ..Default::default()
+    })
+    .expect("a GPU adapter (without a GPU: apt-get install -y mesa-vulkan-drivers)")
+}
+
+struct Loaded {
+    model: Sd3Transformer,
+    x: Tensor,
+    ctx: Tensor,
+    pooled: Tensor,
+    t: Vec<f32>,
+}
+
+fn load(gpu: &Gpu, case: &str) -> Loaded {
+    let dir = sd3_fixture(case);
+    let model = Sd3Transformer::load_dir(gpu, &dir.join("transformer")).unwrap();
+    let file = Weights::from_files(&[dir.join("inputs.safetensors")]).unwrap();
+    let up = |name| {
+        let (v, s) = load_f32(&file, name).unwrap();
+        gpu.upload_f32(&v, &s).unwrap()
+    };
+    let t = load_f32(&file, "timestep").unwrap().0;
+    Loaded {
+        x: up("hidden_states"),
+        ctx: up("encoder_hidden_states"),
+        pooled: up("pooled_projections"),
+        model,
+        t,
+    }
+}
+
+/// Token `t`'s values of `[B, C, H, W]` for patch size 2, batch row `b`.
+fn token_values(v: &[f32], shape: &[usize], b: usize, t: usize) -> Vec<f32> {
+    let (c, h, w) = (shape[1], shape[2], shape[3]);
+    let (r, col) = (t / (w / 2), t % (w / 2));
+    let mut out = Vec::new();
+    for ch in 0..c {
+        for (py, px) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            out.push(v[((b * c + ch) * h + 2 * r + py) * w + 2 * col + px]);
+        }
+    }
+    out
+}
+
+#[test]
+fn sparse_forward_matches_dense_on_active_tokens() {
+    let gpu = gpu();
+    let m = load(&gpu, "f32_nonsquare_b2");
+    let inputs = Sd3Inputs {
+        hidden_states: &m.x,
+        encoder_hidden_states: &m.ctx,
+        pooled_projections: &m.pooled,
+        timestep: &m.t,
+    };
+    let (b, n, l) = m.model.token_counts(&inputs).unwrap();
+    let dense = m.model.forward(&gpu, &inputs).unwrap();
+    let want = gpu.read_f32(&dense).unwrap();
+    let cache = m.model.kv_cache(&gpu, b, n, l).unwrap();
+
+    // Every token active, over a cache holding garbage: equals dense.
+    let all: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
+    let plan = TokenPlan::sparse(&gpu, n, l, &all).unwrap();
+    let got = gpu
+        .read_f32(
+            &m.model
+                .forward_planned(&gpu, &inputs, &plan, Some(&cache))
+                .unwrap(),
+        )
+        .unwrap();
+    let err = rel_err(&got, &want);
+    assert!(err < 1e-5, "all-active RAS step vs dense: {err:.3e}");
+
+    // A third of the tokens, different per row, over the cache a dense
+    // step filled from the same input: the active tokens equal dense.
+    m.model
+        .forward_planned(
+            &gpu,
+            &inputs,
+            &TokenPlan::dense(&gpu, b, n, l).unwrap(),
+            Some(&cache),
+        )
+        .unwrap();
+    let active: Vec<Vec<u32>> = (0..b)
+        .map(|r| {
+            (0..n as u32)
+                .filter(|t| (t + r as u32).is_multiple_of(3))
+                .collect()
+        })
+        .collect();
+    let plan = TokenPlan::sparse(&gpu, n, l, &active).unwrap();
+    let got = gpu
+        .read_f32(
+            &m.model
+                .forward_planned(&gpu, &inputs, &plan, Some(&cache))
+                .unwrap(),
+        )
+        .unwrap();
+    let shape = dense.shape();
+    for (r, toks) in active.iter().enumerate() {
+        let (g, w): (Vec<f32>, Vec<f32>) = toks
+            .iter()
+            .flat_map(|&t| {
+                token_values(&got, shape, r, t as usize)
+                    .into_iter()
+                    .zip(token_values(&want, shape, r, t as usize))
+            })
+            .unzip();
+        let err = rel_err(&g, &w);
+        assert!(err < 1e-5, "row {r}: active tokens vs dense {err:.3e}");
+    }
+}
+
+fn ras_fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ras")
+        .join(case)
+}
+
+/// `ras sample` on a fixture folder with the settings of its case.json,
+/// except the flags in `extra`, which replace the case's.
+fn run_sample(case: &str, extra: &[&str], out: &Path) -> PathBuf {
+    let dir = ras_fixture(case);
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let arg = |k: &str| c[k].to_string();
+    let resets: Vec<String> = c["error_reset_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ras"));
+    cmd.arg("sample")
+        .arg("--transformer")
+        .arg(dir.join("transformer"));
+    cmd.arg("--inputs")
+        .arg(dir.join("inputs.safetensors"))
+        .arg("--output")
+        .arg(out)
+        .arg("--save-active");
+    for (flag, key) in [
+        ("--steps", "steps"),
+        ("--guidance", "guidance"),
+        ("--shift", "shift"),
+        ("--sample-ratio", "sample_ratio"),
+        ("--high-ratio", "high_ratio"),
+        ("--starvation-scale", "starvation_scale"),
+        ("--scheduler-start-step", "scheduler_start_step"),
+        ("--scheduler-end-step", "scheduler_end_step"),
+        ("--skip-num-step", "skip_num_step"),
+        ("--skip-num-step-length", "skip_num_step_length"),
+    ] {
+        if !extra.contains(&flag) {
+            cmd.arg(flag).arg(arg(key));
+        }
+    }
+    cmd.arg("--metric").arg(c["metric"].as_str().unwrap());
+    cmd.arg("--error-reset-steps").arg(resets.join(","));
+    cmd.args(extra).env("RUST_BACKTRACE", "0");
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "{case}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out.to_owned()
+}
+
+fn latents(path: &Path) -> Vec<f32> {
+    load_f32(&Weights::from_files(&[path.to_owned()]).unwrap(), "latents_final")
+        .unwrap()
+        .0
+}
+
+/// The `active_step_{i}` tensors of a file: (step, shape, i32 values).
+fn active_sets(path: &Path) -> Vec<(usize, Vec<usize>, Vec<i32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut sets: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, t)| {
+            let step = name.strip_prefix("active_step_")?.parse().ok()?;
+            assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
+            Some((step, t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())))
+        })
+        .collect();
+    sets.sort();
+    sets
+}
+
+#[test]
+fn ras_sample_matches_reference_runs() {
+    let cases = [
+        "std_hr03_static_nonsquare_b2",
+        "l2_hr1_dynamic_square_b1",
+        "std_hr03_starve_end_b2",
+        "l2_hr1_static_b2",
+        "dense_b2",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for case in cases {
+        let got = run_sample(case, &[], &tmp.path().join(format!("{case}.safetensors")));
+        let want = ras_fixture(case).join("expected.safetensors");
+        let err = rel_err(&latents(&got), &latents(&want));
+        eprintln!("{case}: latents rel err {err:.3e}");
+        assert!(err < 1e-3, "{case}: final latents differ by {err:.3e}");
+        let (got, want) = (active_sets(&got), active_sets(&want));
+        assert_eq!(
+            got.iter().map(|a| a.0).collect::<Vec<_>>(),
+            want.iter().map(|a| a.0).collect::<Vec<_>>()
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{case}: active set of step {}", w.0);
+        }
+    }
+}
+
+#[test]
+fn ratio_one_is_exactly_dense() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = "std_hr03_static_nonsquare_b2";
+    let a = run_sample(case, &["--sample-ratio", "1"], &tmp.path().join("a.safetensors"));
+    let b = run_sample(case, &["--dense"], &tmp.path().join("b.safetensors"));
+    assert_eq!(latents(&a), latents(&b));
+    assert!(active_sets(&a).is_empty(), "no RAS step at ratio 1");
+    let ras = run_sample(case, &[], &tmp.path().join("c.safetensors"));
+    assert!(
+        rel_err(&latents(&ras), &latents(&a)) > 1e-3,
+        "RAS at 0.5 must differ from dense"
+    );
+}
