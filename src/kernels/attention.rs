@@ -11,10 +11,10 @@ use crate::gpu::{DType, Gpu, Kernel, Tensor};
 
 /// Largest head dimension the shader's private arrays hold (`MAX_D`).
 pub const MAX_HEAD_DIM: usize = 128;
+/// Queries per invocation, fixed by the shader's 4×4 tiles.
+const QPT: usize = 4;
 /// Invocations per workgroup (`WG`).
 const WG: usize = 64;
-/// Queries per invocation (`QPT`, at most the shader's `MAX_QPT`).
-const QPT: usize = 1;
 
 const OP: &str = "attention";
 
@@ -204,8 +204,10 @@ pub fn attention_views(
     if !scale.is_finite() {
         return Err(Error::Invalid(format!("{OP}: scale {scale} is not finite")));
     }
-
     let q_blocks = q.len.div_ceil(WG * QPT);
+    let aligned = [q.head_dim, k.offset, k.row_stride, v.offset, v.row_stride]
+        .iter()
+        .all(|n| n.is_multiple_of(4));
     let params = AttentionParams {
         lq: u32_of(OP, q.len)?,
         lk: u32_of(OP, k.len)?,
@@ -223,9 +225,9 @@ pub fn attention_views(
     let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], DType::F32)?;
     let kernel = Kernel::new("attention")
         .constant("D", q.head_dim as u32)
-        .constant("QPT", QPT as u32)
         .constant("WG", WG as u32)
-        .constant("MASKED", mask.is_some() as u32);
+        .constant("MASKED", mask.is_some() as u32)
+        .constant("ALIGNED", aligned as u32);
     // Without a mask the shader never reads binding 3; any buffer fills it.
     let mask_arg = match mask {
         Some(m) => m.arg()?,
