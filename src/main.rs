@@ -90,6 +90,26 @@ enum BenchWhat {
         #[arg(long, default_value_t = 4096)]
         tokens: usize,
     },
+    /// Dense vs RAS sampling loops on the same transformer (SD3-medium widths,
+    /// synthetic f16 weights, 333 text tokens, the original's SD3 schedule),
+    /// in one run: prints each time, the speed-up (dense time / RAS time) and
+    /// the ideal speed-up from image token-steps.
+    Ras {
+        /// Transformer blocks (24 in SD3-medium).
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        /// Image side in pixels (1024 = 4096 image tokens).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 28)]
+        steps: usize,
+        /// Run without classifier-free guidance (batch 1 instead of 2).
+        #[arg(long = "no-cfg")]
+        no_cfg: bool,
+        /// Sample ratios to compare against dense.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,0.25,0.125")]
+        ratios: Vec<f64>,
+    },
     /// One dense SD3 transformer forward at SD3-medium widths (1536 wide,
     /// 24 heads × 64) with synthetic f16 weights and 333 text tokens.
     Sd3 {
@@ -238,6 +258,26 @@ fn bench(filter: Option<&str>, what: BenchWhat) -> Result<()> {
                 64,
                 reps,
             )?);
+        }
+        BenchWhat::Ras { layers, size, steps, no_cfg, ratios } => {
+            let cfg = ras::bench::ras::RasBenchConfig { layers, size, steps, cfg: !no_cfg, ratios };
+            println!(
+                "{layers} layers, {size}px ({} image + 333 text tokens), {steps} steps, cfg {}",
+                (size / 16) * (size / 16),
+                !no_cfg
+            );
+            let mut dense: Option<ras::bench::ras::RunFigure> = None;
+            ras::bench::ras::bench_ras(&gpu, &cfg, |f| {
+                let d = dense.get_or_insert_with(|| f.clone());
+                println!(
+                    "ratio {:<6} {:>9.2} s  speed-up {:>5.2}x  ideal {:>5.2}x  K/V cache {:>7.1} MiB",
+                    f.ratio,
+                    f.seconds,
+                    d.seconds / f.seconds,
+                    d.token_steps as f64 / f.token_steps as f64,
+                    f.kv_cache_bytes as f64 / (1 << 20) as f64
+                );
+            })?;
         }
         BenchWhat::Sd3 {
             layers,
