@@ -259,8 +259,20 @@ fn bench(filter: Option<&str>, what: BenchWhat) -> Result<()> {
                 reps,
             )?);
         }
-        BenchWhat::Ras { layers, size, steps, no_cfg, ratios } => {
-            let cfg = ras::bench::ras::RasBenchConfig { layers, size, steps, cfg: !no_cfg, ratios };
+        BenchWhat::Ras {
+            layers,
+            size,
+            steps,
+            no_cfg,
+            ratios,
+        } => {
+            let cfg = ras::bench::ras::RasBenchConfig {
+                layers,
+                size,
+                steps,
+                cfg: !no_cfg,
+                ratios,
+            };
             println!(
                 "{layers} layers, {size}px ({} image + 333 text tokens), {steps} steps, cfg {}",
                 (size / 16) * (size / 16),

@@ -37,8 +37,16 @@ pub struct RunFigure {
 }
 
 /// Runs dense, then RAS at each ratio; the first entry is dense.
-pub fn bench_ras(gpu: &Gpu, cfg: &RasBenchConfig, mut report: impl FnMut(&RunFigure)) -> Result<Vec<RunFigure>> {
-    let model = Sd3Transformer::load(gpu, &Weights::synthetic(DType::F16), Sd3Config::sd3_medium(cfg.layers))?;
+pub fn bench_ras(
+    gpu: &Gpu,
+    cfg: &RasBenchConfig,
+    mut report: impl FnMut(&RunFigure),
+) -> Result<Vec<RunFigure>> {
+    let model = Sd3Transformer::load(
+        gpu,
+        &Weights::synthetic(DType::F16),
+        Sd3Config::sd3_medium(cfg.layers),
+    )?;
     let side = cfg.size / 8;
     let latents = gpu.upload_f32(&filler(16 * side * side, 11), &[1, 16, side, side])?;
     let ctx = gpu.upload_f32(&filler(TEXT_TOKENS * 4096, 12), &[1, TEXT_TOKENS, 4096])?;
@@ -63,16 +71,26 @@ pub fn bench_ras(gpu: &Gpu, cfg: &RasBenchConfig, mut report: impl FnMut(&RunFig
         let out = sample(gpu, &model, &request, |s| token_steps += s.active_tokens)?;
         gpu.read_f32(&out.latents)?;
         let seconds = start.elapsed().as_secs_f64();
-        Ok(RunFigure { ratio: ras.sample_ratio, seconds, token_steps, kv_cache_bytes: out.kv_cache_bytes })
+        Ok(RunFigure {
+            ratio: ras.sample_ratio,
+            seconds,
+            token_steps,
+            kv_cache_bytes: out.kv_cache_bytes,
+        })
     };
     // A three-step run with one dense and two RAS steps compiles every
     // pipeline first (seconds per kernel on software Vulkan).
-    let warm_up = RasConfig { scheduler_start_step: 1, error_reset_steps: Vec::new(), ..RasConfig::sd3_example(3) };
+    let warm_up = RasConfig {
+        scheduler_start_step: 1,
+        error_reset_steps: Vec::new(),
+        ..RasConfig::sd3_example(3)
+    };
     run(warm_up, 3)?;
     let mut figures = Vec::new();
-    for ras in std::iter::once(RasConfig::dense(cfg.steps))
-        .chain(cfg.ratios.iter().map(|&r| RasConfig { sample_ratio: r, ..RasConfig::sd3_example(cfg.steps) }))
-    {
+    for ras in std::iter::once(RasConfig::dense(cfg.steps)).chain(cfg.ratios.iter().map(|&r| RasConfig {
+        sample_ratio: r,
+        ..RasConfig::sd3_example(cfg.steps)
+    })) {
         let f = run(ras, cfg.steps)?;
         report(&f);
         figures.push(f);

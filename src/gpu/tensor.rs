@@ -37,6 +37,25 @@ impl DType {
         }
     }
 
+    /// Little-endian values of this dtype widened to f32 (u32 converted).
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            DType::F32 => bytemuck::pod_collect_to_vec(bytes),
+            DType::U32 => bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+                .collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
     /// Bytes for `n` elements, padded to whole 32-bit words.
     pub fn bytes(self, n: usize) -> u64 {
         (n * self.size()).div_ceil(4) as u64 * 4
@@ -300,22 +319,7 @@ impl Gpu {
 
     /// Reads a tensor back as f32 (16-bit dtypes are widened, u32 is converted).
     pub fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(t)?;
-        Ok(match t.dtype {
-            DType::F32 => bytemuck::pod_collect_to_vec(&bytes),
-            DType::U32 => bytes
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        })
+        Ok(t.dtype.to_f32(&self.read_bytes(t)?))
     }
 
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {

@@ -178,8 +178,9 @@ pub fn sample(
             let sel = planner.select(i + 1, &scores)?;
             merge_state = Some((v_hat, gpu.upload_u32(&sel.dropped, &[b, n])?));
         }
-        if !schedule.cache_live_after(i) {
-            cache = None;
+        if !schedule.cache_live_after(i) && cache.take().is_some() {
+            // Give the cache's memory back to the device, not just the pool.
+            gpu.trim();
         }
         on_step(&StepInfo {
             step: i,

@@ -223,20 +223,7 @@ impl Weights {
     /// Tensor `name` as f32 values on the host.
     pub fn get_host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (bytes, dtype, _) = self.raw(name, shape)?;
-        Ok(match dtype {
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        })
+        Ok(dtype.to_f32(&bytes))
     }
 
     /// The stored shape of tensor `name`, if present.
