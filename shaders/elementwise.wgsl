@@ -7,7 +7,7 @@
 // ([B, D] over [B, N, D]: inner D, period N*D, stride D). Unary ops ignore b.
 //
 // Bindings: 0 a, 1 b, 2 out, 3 params. Dispatch: ceil(n / 256) workgroups.
-// OP: 0 add, 1 mul, 2 scale (a * alpha), 3 gelu (tanh), 4 gelu (erf), 5 silu.
+// OP: 0 add, 1 mul, 2 affine (a * alpha + beta), 3 gelu (tanh), 4 gelu (erf), 5 silu.
 
 override OP: u32 = 0u;
 
@@ -17,6 +17,7 @@ struct Params {
     b_period: u32,
     b_stride: u32,
     alpha: f32,
+    beta: f32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -39,7 +40,7 @@ fn apply(x: f32, y: f32) -> f32 {
     switch OP {
         case 0u: { return x + y; }
         case 1u: { return x * y; }
-        case 2u: { return x * p.alpha; }
+        case 2u: { return x * p.alpha + p.beta; }
         case 3u: {
             // Clamped so tanh never sees an argument that overflows exp.
             let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);

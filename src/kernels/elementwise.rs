@@ -15,6 +15,7 @@ struct ElementwiseParams {
     b_period: u32,
     b_stride: u32,
     alpha: f32,
+    beta: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub enum Unary {
 
 const OP_ADD: u32 = 0;
 const OP_MUL: u32 = 1;
-const OP_SCALE: u32 = 2;
+const OP_AFFINE: u32 = 2;
 
 /// How `b` repeats across `a`: `(inner, period, stride)` as in the shader.
 /// Accepted: equal shapes, `b = [D]` against `[.., D]`, `b = [B, D]`
@@ -75,6 +76,7 @@ fn binary(gpu: &Gpu, op_name: &'static str, op: u32, a: &Tensor, b: &Tensor) -> 
         b_period: u32_of(op_name, period)?,
         b_stride: u32_of(op_name, stride)?,
         alpha: 0.0,
+        beta: 0.0,
     };
     launch(gpu, op, a, b, params)
 }
@@ -89,7 +91,7 @@ pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(gpu, "mul", OP_MUL, a, b)
 }
 
-fn unary_op(gpu: &Gpu, name: &'static str, op: u32, x: &Tensor, alpha: f32) -> Result<Tensor> {
+fn unary_op(gpu: &Gpu, name: &'static str, op: u32, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     expect_dtype(name, x, &[DType::F32])?;
     let n = u32_of(name, x.numel())?;
     let params = ElementwiseParams {
@@ -98,13 +100,19 @@ fn unary_op(gpu: &Gpu, name: &'static str, op: u32, x: &Tensor, alpha: f32) -> R
         b_period: 1,
         b_stride: 0,
         alpha,
+        beta,
     };
     launch(gpu, op, x, x, params)
 }
 
 /// `x * alpha`.
 pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32) -> Result<Tensor> {
-    unary_op(gpu, "scale", OP_SCALE, x, alpha)
+    unary_op(gpu, "scale", OP_AFFINE, x, alpha, 0.0)
+}
+
+/// `x * alpha + beta` (the VAE's latent unscaling).
+pub fn affine(gpu: &Gpu, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+    unary_op(gpu, "affine", OP_AFFINE, x, alpha, beta)
 }
 
 pub fn unary(gpu: &Gpu, f: Unary, x: &Tensor) -> Result<Tensor> {
@@ -113,5 +121,5 @@ pub fn unary(gpu: &Gpu, f: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::GeluErf => 4,
         Unary::Silu => 5,
     };
-    unary_op(gpu, "unary", op, x, 0.0)
+    unary_op(gpu, "unary", op, x, 0.0, 0.0)
 }

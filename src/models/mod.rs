@@ -2,3 +2,4 @@
 //! paper's diagram, with the shape of each intermediate in a comment.
 
 pub mod sd3;
+pub mod vae;

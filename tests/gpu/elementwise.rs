@@ -79,4 +79,7 @@ fn unary_ops_and_scale() {
     let out = elementwise::scale(&gpu, &xt, -0.37).unwrap();
     let want: Vec<f32> = x.iter().map(|&v| (v as f64 * -0.37f64) as f32).collect();
     check("scale", &gpu.read_f32(&out).unwrap(), &want, 1e-5, seed);
+    let out = elementwise::affine(&gpu, &xt, 1.0 / 1.5305, 0.0609).unwrap();
+    let want: Vec<f32> = x.iter().map(|&v| (v as f64 / 1.5305 + 0.0609) as f32).collect();
+    check("affine", &gpu.read_f32(&out).unwrap(), &want, 1e-5, seed);
 }

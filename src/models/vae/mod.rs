@@ -1,0 +1,7 @@
+//! The VAE decoder of SD3 (and SDXL-style VAEs).
+
+pub mod config;
+pub mod decoder;
+
+pub use config::VaeConfig;
+pub use decoder::{to_rgb8, VaeDecoder};
