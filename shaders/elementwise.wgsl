@@ -7,7 +7,8 @@
 // ([B, D] over [B, N, D]: inner D, period N*D, stride D). Unary ops ignore b.
 //
 // Bindings: 0 a, 1 b, 2 out, 3 params. Dispatch: ceil(n / 256) workgroups.
-// OP: 0 add, 1 mul, 2 affine (a * alpha + beta), 3 gelu (tanh), 4 gelu (erf), 5 silu.
+// OP: 0 add, 1 mul, 2 affine (a * alpha + beta), 3 gelu (tanh), 4 gelu (erf), 5 silu,
+// 6 quick gelu (CLIP-L: x · sigmoid(1.702 x)).
 
 override OP: u32 = 0u;
 
@@ -47,7 +48,8 @@ fn apply(x: f32, y: f32) -> f32 {
             return 0.5 * x * (1.0 + tanh(u));
         }
         case 4u: { return 0.5 * x * erfc(-x * 0.7071067811865476); }
-        default: { return x / (1.0 + exp(-x)); }
+        case 5u: { return x / (1.0 + exp(-x)); }
+        default: { return x / (1.0 + exp(-1.702 * x)); }
     }
 }
 

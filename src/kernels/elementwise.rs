@@ -23,6 +23,8 @@ pub enum Unary {
     GeluTanh,
     GeluErf,
     Silu,
+    /// `x · sigmoid(1.702 x)` (CLIP-L's `quick_gelu`).
+    QuickGelu,
 }
 
 const OP_ADD: u32 = 0;
@@ -120,6 +122,7 @@ pub fn unary(gpu: &Gpu, f: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::GeluTanh => 3,
         Unary::GeluErf => 4,
         Unary::Silu => 5,
+        Unary::QuickGelu => 6,
     };
     unary_op(gpu, "unary", op, x, 0.0, 0.0)
 }

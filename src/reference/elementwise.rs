@@ -16,6 +16,11 @@ pub fn silu(x: f32) -> f32 {
     (x / (1.0 + (-x).exp())) as f32
 }
 
+pub fn quick_gelu(x: f32) -> f32 {
+    let x = x as f64;
+    (x / (1.0 + (-1.702 * x).exp())) as f32
+}
+
 /// `a op b` where `b` repeats every `b.len()` elements along the last
 /// dimension, optionally advancing one row of `b` every `period` elements.
 pub fn broadcast(

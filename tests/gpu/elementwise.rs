@@ -60,10 +60,11 @@ fn unary_ops_and_scale() {
     // range into the saturated tails of the activations.
     let x: Vec<f32> = randn(&mut rng, 70_001).iter().map(|v| v * 4.0).collect();
     let xt = gpu.upload_f32(&x, &[70_001]).unwrap();
-    let cases: [(Unary, fn(f32) -> f32); 3] = [
+    let cases: [(Unary, fn(f32) -> f32); 4] = [
         (Unary::GeluTanh, reference::gelu_tanh),
         (Unary::GeluErf, reference::gelu_erf),
         (Unary::Silu, reference::silu),
+        (Unary::QuickGelu, reference::quick_gelu),
     ];
     for (op, f) in cases {
         let out = elementwise::unary(&gpu, op, &xt).unwrap();
