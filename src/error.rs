@@ -74,6 +74,12 @@ pub enum Error {
     #[error("{path}: {message}")]
     Config { path: String, message: String },
 
+    #[error("tokenizer file {path}: {message}")]
+    TokenizerFile { path: String, message: String },
+
+    #[error("tokenizing the prompt failed: {0}")]
+    Tokenize(String),
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

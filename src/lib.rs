@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod ras;
 pub mod reference;
 pub mod sampling;
+pub mod text;
 pub mod weights;
 
 pub use error::{Error, Result};
