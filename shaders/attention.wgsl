@@ -29,7 +29,8 @@
 // softmax uses exp2. Those two MAX_D-entry private arrays make lavapipe take
 // ~5 s to compile a variant with MAX_D = 128 (Mesa's disk cache keeps it
 // afterwards). WGSL array sizes cannot be overrides, so MAX_D is a template
-// token (src/gpu/shaders.rs): 128, or 512 for head dims above 128.
+// token (src/gpu/shaders.rs): 128, or 512 for head dims above 128 (lavapipe
+// takes ~2 min to compile each pipeline of that variant).
 //
 // Bindings: 0 q (f32), 1 k, 2 v (f32 read as vec4), 3 mask (u32 [B, Lk]; any
 // buffer when MASKED = 0), 4 bias (f32 [Hq, Lq, Lk]; any buffer when
