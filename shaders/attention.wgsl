@@ -1,9 +1,12 @@
 // Attention without the score matrix (flash-attention style online softmax):
 //
-//   out[b, i, h, :] = Σ_j softmax_j(scale · Q[b, i, h, :]·K[b, j, g, :] | mask[b, j]) · V[b, j, g, :]
+//   out[b, i, h, :] = Σ_j softmax_j(scale · Q[b, i, h, :]·K[b, j, g, :] + bias[h, i, j]
+//                                   | mask[b, j], j ≤ i + causal_off) · V[b, j, g, :]
 //
 // with g = h / group (grouped-query heads share a kv head). Masked keys
-// (mask == 0) get no weight; a query whose keys are all masked outputs 0.
+// (mask == 0, or past i + causal_off when CAUSAL) get no weight; a query
+// whose keys are all masked outputs 0. The bias (BIASED) is shared across
+// the batch and must be finite.
 //
 // Layout: token-major rows. Element d of head h of token t of batch b lives
 // at  off + (b · len + t) · stride + h · D + d  (in f32 elements) of its
@@ -22,23 +25,31 @@
 // only loop-indexed private arrays left are the queries and accumulators,
 // touched once per chunk per 8 keys. All lanes of a workgroup read the same
 // K and V rows; each vec4 load feeds 16 multiply-adds. Scores are in log2
-// units (scale · log2 e folded into Q) so the softmax uses exp2. Those two
-// 128-entry private arrays make lavapipe take ~5 s to compile a variant
-// (Mesa's disk cache keeps it afterwards).
+// units (scale · log2 e folded into Q, the bias times log2 e) so the
+// softmax uses exp2. Those two MAX_D-entry private arrays make lavapipe take
+// ~5 s to compile a variant with MAX_D = 128 (Mesa's disk cache keeps it
+// afterwards). WGSL array sizes cannot be overrides, so MAX_D is a template
+// token (src/gpu/shaders.rs): 128, or 512 for head dims above 128 (lavapipe
+// takes ~2 min to compile each pipeline of that variant).
 //
 // Bindings: 0 q (f32), 1 k, 2 v (f32 read as vec4), 3 mask (u32 [B, Lk]; any
-// buffer when MASKED = 0), 4 out, 5 params. Dispatch: B · Hq · q_blocks
-// workgroups, q_blocks = ceil(Lq / (4 · WG)). Overrides: D head dim (≤ 128),
-// WG workgroup size, MASKED 0/1, ALIGNED 1 when every K and V row starts on
-// a 16-byte boundary (offsets and strides multiples of 4, D % 4 == 0).
+// buffer when MASKED = 0), 4 bias (f32 [Hq, Lq, Lk]; any buffer when
+// BIASED = 0), 5 out, 6 params. Dispatch: B · Hq · q_blocks workgroups,
+// q_blocks = ceil(Lq / (4 · WG)). Overrides: D head dim (≤ MAX_D), WG
+// workgroup size, MASKED 0/1, CAUSAL 0/1 (keys j ≤ i + p.causal_off only),
+// BIASED 0/1, ALIGNED 1 when every K and V row starts on a 16-byte boundary
+// (offsets and strides multiples of 4, D % 4 == 0).
 
 override D: u32 = 64u;
 override WG: u32 = 64u;
 override MASKED: u32 = 0u;
+override CAUSAL: u32 = 0u;
+override BIASED: u32 = 0u;
 override ALIGNED: u32 = 1u;
 override D4: u32 = (D + 3u) / 4u;
 
-const MAX_D: u32 = 128u;
+const MAX_D: u32 = MAX_D_PLACEHOLDER;
+const LOG2E: f32 = 1.4426950408889634;
 // Below any real score; finite so that differences of it never give NaN.
 const NEG: f32 = -3.0e38;
 
@@ -55,14 +66,20 @@ struct Params {
     v_stride: u32,
     q_blocks: u32,
     scale_log2: f32,
+    // At most lk, so tq + causal_off + 1 cannot wrap.
+    causal_off: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> qs: array<f32>;
 @group(0) @binding(1) var<storage, read> ks: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> vs: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
 
 // Elements e .. e+3 out of the words lo = word(e / 4) and hi = the next one,
 // with dims past D zeroed by select, so poison past a row never gets in as
@@ -108,11 +125,37 @@ fn v_tile_t(rows: vec4<u32>, c: u32) -> mat4x4<f32> {
     return transpose(mat4x4(v_chunk(rows.x, c), v_chunk(rows.y, c), v_chunk(rows.z, c), v_chunk(rows.w, c)));
 }
 
-// Scores with the columns of invalid keys replaced by NEG.
-fn masked(s: mat4x4<f32>, valid: vec4<bool>) -> mat4x4<f32> {
+// Which of the 4 queries (rows) may see each of the 4 keys (columns) of a
+// tile: the key is in range and unmasked (ok), and with CAUSAL at most
+// lim = query + causal_off.
+struct Valid {
+    c0: vec4<bool>,
+    c1: vec4<bool>,
+    c2: vec4<bool>,
+    c3: vec4<bool>,
+}
+
+fn valid(ok: vec4<bool>, j: vec4<u32>, lim: vec4<u32>) -> Valid {
+    if CAUSAL != 0u {
+        return Valid(vec4(ok.x) & (vec4(j.x) <= lim), vec4(ok.y) & (vec4(j.y) <= lim),
+                     vec4(ok.z) & (vec4(j.z) <= lim), vec4(ok.w) & (vec4(j.w) <= lim));
+    }
+    return Valid(vec4(ok.x), vec4(ok.y), vec4(ok.z), vec4(ok.w));
+}
+
+// Bias of the tile in log2 units: column k, row i is bias[h, tq[i], j[k]].
+fn bias_tile(rows: vec4<u32>, j: vec4<u32>) -> mat4x4<f32> {
+    return mat4x4(vec4(bias[rows.x + j.x], bias[rows.y + j.x], bias[rows.z + j.x], bias[rows.w + j.x]),
+                  vec4(bias[rows.x + j.y], bias[rows.y + j.y], bias[rows.z + j.y], bias[rows.w + j.y]),
+                  vec4(bias[rows.x + j.z], bias[rows.y + j.z], bias[rows.z + j.z], bias[rows.w + j.z]),
+                  vec4(bias[rows.x + j.w], bias[rows.y + j.w], bias[rows.z + j.w], bias[rows.w + j.w])) * LOG2E;
+}
+
+// Scores with the entries of invalid (query, key) pairs replaced by NEG.
+fn masked(s: mat4x4<f32>, v: Valid) -> mat4x4<f32> {
     let neg = vec4(NEG);
-    return mat4x4(select(neg, s[0], valid.x), select(neg, s[1], valid.y),
-                  select(neg, s[2], valid.z), select(neg, s[3], valid.w));
+    return mat4x4(select(neg, s[0], v.c0), select(neg, s[1], v.c1),
+                  select(neg, s[2], v.c2), select(neg, s[3], v.c3));
 }
 
 fn col_max(s: mat4x4<f32>) -> vec4<f32> {
@@ -121,10 +164,10 @@ fn col_max(s: mat4x4<f32>) -> vec4<f32> {
 
 // Unnormalised probabilities; exactly 0 for invalid keys even when every
 // score so far is NEG.
-fn probs(s: mat4x4<f32>, valid: vec4<bool>, m: vec4<f32>) -> mat4x4<f32> {
+fn probs(s: mat4x4<f32>, v: Valid, m: vec4<f32>) -> mat4x4<f32> {
     let z = vec4(0.0);
-    return mat4x4(select(z, exp2(s[0] - m), valid.x), select(z, exp2(s[1] - m), valid.y),
-                  select(z, exp2(s[2] - m), valid.z), select(z, exp2(s[3] - m), valid.w));
+    return mat4x4(select(z, exp2(s[0] - m), v.c0), select(z, exp2(s[1] - m), v.c1),
+                  select(z, exp2(s[2] - m), v.c2), select(z, exp2(s[3] - m), v.c3));
 }
 
 @compute @workgroup_size(WG)
@@ -160,8 +203,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var run_max = vec4(NEG);
     var run_sum = vec4(0.0);
+    // Causal: key limits of the 4 queries; no key past the last one's is
+    // read (tq.w is the largest).
+    let lim = tq + vec4(p.causal_off);
+    var j_end = p.lk;
+    if CAUSAL != 0u {
+        j_end = min(p.lk, lim.w + 1u);
+    }
+    // Bias rows of the 4 queries.
+    let brow = (vec4(h * p.lq) + tq) * p.lk;
 
-    for (var j0 = 0u; j0 < p.lk; j0 += 8u) {
+    for (var j0 = 0u; j0 < j_end; j0 += 8u) {
         // Keys j0 .. j0+7 as two tiles a and b. The ragged last block
         // repeats the last key and masks it out. (Inline: as a function this
         // ran 10% slower on lavapipe.)
@@ -187,12 +239,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             sa += qc * k_tile(ka, c);
             sb += qc * k_tile(kb, c);
         }
-        sa = masked(sa, ok_a);
-        sb = masked(sb, ok_b);
+        if BIASED != 0u {
+            sa += bias_tile(brow, jca);
+            sb += bias_tile(brow, jcb);
+        }
+        let va_ok = valid(ok_a, ja, lim);
+        let vb_ok = valid(ok_b, jb, lim);
+        sa = masked(sa, va_ok);
+        sb = masked(sb, vb_ok);
         let new_max = max(run_max, max(col_max(sa), col_max(sb)));
         let alpha = exp2(run_max - new_max);
-        let pa = probs(sa, ok_a, new_max);
-        let pb = probs(sb, ok_b, new_max);
+        let pa = probs(sa, va_ok, new_max);
+        let pb = probs(sb, vb_ok, new_max);
         run_sum = run_sum * alpha + (pa[0] + pa[1] + pa[2] + pa[3]) + (pb[0] + pb[1] + pb[2] + pb[3]);
         run_max = new_max;
 

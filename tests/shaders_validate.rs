@@ -12,11 +12,25 @@ fn every_shader_parses_and_validates() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "wgsl"))
         .count();
     // Every kernel file plus common.wgsl, which is inside each of them.
+    let files: std::collections::BTreeSet<_> = sources
+        .iter()
+        .map(|(path, _)| path.split(' ').next().unwrap_or(path))
+        .collect();
     assert_eq!(
-        sources.len() + 1,
+        files.len() + 1,
         on_disk,
         "a shader in shaders/ is not registered in gpu::shaders"
     );
+    // Template kernels come once per value.
+    for (kernel, token, values) in ras::gpu::TEMPLATES {
+        for v in *values {
+            let name = format!("shaders/{kernel}.wgsl [{token}={v}]");
+            assert!(
+                sources.iter().any(|(path, _)| *path == name),
+                "{name} is not validated"
+            );
+        }
+    }
     let mut failures = Vec::new();
     for (path, source) in &sources {
         let module = match naga::front::wgsl::parse_str(source) {

@@ -12,7 +12,7 @@ pub use adapter::{list_adapters, AdapterSummary};
 pub use context::{Capabilities, Gpu, GpuOptions};
 pub use pipelines::Kernel;
 pub use pool::MemoryStats;
-pub use shaders::all_sources;
+pub use shaders::{all_sources, TEMPLATES};
 pub use tensor::{Arg, DType, Tensor};
 
 impl Gpu {

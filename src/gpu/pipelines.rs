@@ -8,11 +8,13 @@ use super::context::Gpu;
 use super::shaders;
 use crate::error::{Error, Result};
 
-/// What identifies a compiled pipeline: the shader file, its entry point
-/// and the values of its override constants.
+/// What identifies a compiled pipeline: the shader file, the values of its
+/// template tokens (see `gpu::shaders::TEMPLATES`; each set is its own shader
+/// module), its entry point and the values of its override constants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Kernel {
     pub shader: &'static str,
+    pub template: Vec<(&'static str, u32)>,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u32)>,
 }
@@ -21,6 +23,7 @@ impl Kernel {
     pub fn new(shader: &'static str) -> Self {
         Kernel {
             shader,
+            template: Vec::new(),
             entry: "main",
             constants: Vec::new(),
         }
@@ -28,6 +31,12 @@ impl Kernel {
 
     pub fn entry(mut self, entry: &'static str) -> Self {
         self.entry = entry;
+        self
+    }
+
+    /// Substitutes `value` for the template token `token` in the source.
+    pub fn template(mut self, token: &'static str, value: u32) -> Self {
+        self.template.push((token, value));
         self
     }
 
@@ -42,9 +51,12 @@ pub(crate) struct Compiled {
     pub layout: wgpu::BindGroupLayout,
 }
 
+type ModuleKey = (&'static str, Vec<(&'static str, u32)>);
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    /// By shader file and template values.
+    modules: HashMap<ModuleKey, wgpu::ShaderModule>,
     layouts: HashMap<(usize, usize), wgpu::BindGroupLayout>,
     pipelines: HashMap<(Kernel, usize, usize), Compiled>,
 }
@@ -82,9 +94,14 @@ impl Gpu {
             entry: kernel.entry.into(),
             message,
         };
-        if !cache.modules.contains_key(kernel.shader) {
-            let source = shaders::source(kernel.shader)
-                .ok_or_else(|| compile_error("no such shader in shaders/".into()))?;
+        let module_key = (kernel.shader, kernel.template.clone());
+        if !cache.modules.contains_key(&module_key) {
+            let source = shaders::source(kernel.shader, &kernel.template).ok_or_else(|| {
+                compile_error(format!(
+                    "no such shader in shaders/, or template values {:?} do not match its tokens",
+                    kernel.template
+                ))
+            })?;
             let module = self
                 .scoped("compiling a shader", || {
                     device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -93,7 +110,7 @@ impl Gpu {
                     })
                 })
                 .map_err(|e| compile_error(e.to_string()))?;
-            cache.modules.insert(kernel.shader, module);
+            cache.modules.insert(module_key.clone(), module);
         }
         let layout = cache
             .layouts
@@ -119,7 +136,7 @@ impl Gpu {
             })
             .clone();
         let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
-        let module = &cache.modules[kernel.shader];
+        let module = &cache.modules[&module_key];
         let pipeline = self
             .scoped("creating a compute pipeline", || {
                 let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {

@@ -27,19 +27,54 @@ shader_table![
     "upsample",
 ];
 
-/// The full source of kernel `name` as the device compiles it.
-pub(crate) fn source(name: &str) -> Option<String> {
-    KERNELS
+/// Template tokens: a kernel file may contain `token` where WGSL needs a
+/// constant expression that override constants cannot give (array sizes).
+/// The launcher picks one of `values` through [`Kernel::template`], each
+/// value is a separate shader module, and the validation test checks all of
+/// them. `(kernel, token, values)`; a value is substituted as a u32 literal.
+///
+/// [`Kernel::template`]: super::Kernel::template
+pub const TEMPLATES: &[(&str, &str, &[u32])] = &[("attention", "MAX_D_PLACEHOLDER", &[128, 512])];
+
+/// The full source of kernel `name` as the device compiles it, with each
+/// template token replaced by its value in `subs`. None when there is no
+/// such kernel, a token of it has no value in `subs`, a value is not one
+/// of the token's `values`, or `subs` names a token the kernel lacks.
+pub(crate) fn source(name: &str, subs: &[(&str, u32)]) -> Option<String> {
+    let (_, text) = KERNELS.iter().find(|(n, _)| *n == name)?;
+    let tokens: Vec<_> = TEMPLATES.iter().filter(|(k, _, _)| *k == name).collect();
+    let mut text = text.to_string();
+    for (_, token, values) in &tokens {
+        let &(_, v) = subs.iter().find(|(t, _)| t == token)?;
+        if !values.contains(&v) {
+            return None;
+        }
+        text = text.replace(token, &format!("{v}u"));
+    }
+    if subs
         .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| format!("{s}\n{COMMON}"))
+        .any(|(t, _)| !tokens.iter().any(|(_, token, _)| token == t))
+    {
+        return None;
+    }
+    Some(format!("{text}\n{COMMON}"))
 }
 
-/// Every kernel's composed source: `(file name, source)`. Used by the naga
-/// validation test.
+/// Every kernel's composed source, once per template value: `(file name
+/// [+ token=value], source)`. Used by the naga validation test.
 pub fn all_sources() -> Vec<(String, String)> {
-    KERNELS
-        .iter()
-        .map(|(n, s)| (format!("shaders/{n}.wgsl"), format!("{s}\n{COMMON}")))
-        .collect()
+    let mut out = Vec::new();
+    for (name, _) in KERNELS {
+        let path = format!("shaders/{name}.wgsl");
+        match TEMPLATES.iter().find(|(k, _, _)| k == name) {
+            None => out.extend(source(name, &[]).map(|s| (path, s))),
+            Some((_, token, values)) => {
+                for &v in *values {
+                    let variant = format!("{path} [{token}={v}]");
+                    out.extend(source(name, &[(token, v)]).map(|s| (variant, s)));
+                }
+            }
+        }
+    }
+    out
 }

@@ -1,7 +1,8 @@
-//! Attention (`shaders/attention.wgsl`): `softmax(Q·Kᵀ·scale [+ key mask])·V`
-//! per batch and head with an online softmax, so memory stays linear in the
-//! sequence lengths. Grouped-query heads and strided views (Q, K and V as
-//! slices of one fused projection) are supported.
+//! Attention (`shaders/attention.wgsl`): `softmax(Q·Kᵀ·scale [+ bias] [+ key
+//! mask] [+ causal mask])·V` per batch and head with an online softmax, so
+//! memory stays linear in the sequence lengths. Grouped-query heads and
+//! strided views (Q, K and V as slices of one fused projection) are
+//! supported.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -9,8 +10,11 @@ use super::{expect_dtype, groups, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
 
-/// Largest head dimension the shader's private arrays hold (`MAX_D`).
-pub const MAX_HEAD_DIM: usize = 128;
+/// Largest head dimension of the default shader variant (`MAX_D` = 128).
+const SMALL_HEAD_DIM: usize = 128;
+/// Largest head dimension supported: the shader variant with `MAX_D` = 512,
+/// compiled only for head dims above [`SMALL_HEAD_DIM`].
+pub const MAX_HEAD_DIM: usize = 512;
 /// Queries per invocation, fixed by the shader's 4×4 tiles.
 const QPT: usize = 4;
 /// Invocations per workgroup (`WG`).
@@ -33,6 +37,35 @@ struct AttentionParams {
     v_stride: u32,
     q_blocks: u32,
     scale_log2: f32,
+    causal_off: u32,
+    pad: [u32; 3],
+}
+
+/// Everything about an attention call beyond Q, K and V.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionOptions<'a> {
+    /// u32 key mask `[B, Lk]`: 1 attend, 0 masked.
+    pub mask: Option<&'a Tensor>,
+    /// Causal masking with this offset: query `i` sees keys `j <= i + offset`
+    /// (0 for self-attention).
+    pub causal: Option<usize>,
+    /// f32 `[Hq, Lq, Lk]`, added to the scaled scores before the softmax
+    /// (shared across the batch; finite).
+    pub bias: Option<&'a Tensor>,
+    /// Multiplies `Q·Kᵀ`; usually `1 / sqrt(D)` (T5: 1 with a bias).
+    pub scale: f32,
+}
+
+impl AttentionOptions<'_> {
+    /// No mask, no bias, not causal.
+    pub fn scale(scale: f32) -> Self {
+        AttentionOptions {
+            mask: None,
+            causal: None,
+            bias: None,
+            scale,
+        }
+    }
 }
 
 /// Q, K or V seen as `[batch, len, heads, head_dim]` rows inside an f32
@@ -119,7 +152,7 @@ pub fn attention_flops(b: usize, lq: usize, lk: usize, hq: usize, d: usize) -> f
 /// `softmax(Q·Kᵀ·scale [+ mask])·V` for contiguous `q [B, Lq, Hq, D]`,
 /// `k`, `v [B, Lk, Hkv, D]` and an optional u32 key mask `[B, Lk]`
 /// (1 attend, 0 masked). Returns `[B, Lq, Hq, D]`. Query head `h` reads kv
-/// head `h / (Hq / Hkv)`. The usual `scale` is `1 / sqrt(D)`.
+/// head `h / (Hq / Hkv)`. The usual `scale` is `1 / sqrt(D)`. D ≤ 512.
 pub fn attention(
     gpu: &Gpu,
     q: &Tensor,
@@ -128,13 +161,27 @@ pub fn attention(
     mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
-    attention_views(
+    let opts = AttentionOptions {
+        mask,
+        ..AttentionOptions::scale(scale)
+    };
+    attention_with(gpu, q, k, v, &opts)
+}
+
+/// [`attention`] with every option: key mask, causal mask, additive bias.
+pub fn attention_with(
+    gpu: &Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions<'_>,
+) -> Result<Tensor> {
+    attention_views_with(
         gpu,
         HeadsView::contiguous("q", q)?,
         HeadsView::contiguous("k", k)?,
         HeadsView::contiguous("v", v)?,
-        mask,
-        scale,
+        opts,
     )
 }
 
@@ -148,6 +195,27 @@ pub fn attention_views(
     mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
+    let opts = AttentionOptions {
+        mask,
+        ..AttentionOptions::scale(scale)
+    };
+    attention_views_with(gpu, q, k, v, &opts)
+}
+
+/// [`attention_with`] on views.
+pub fn attention_views_with(
+    gpu: &Gpu,
+    q: HeadsView<'_>,
+    k: HeadsView<'_>,
+    v: HeadsView<'_>,
+    opts: &AttentionOptions<'_>,
+) -> Result<Tensor> {
+    let &AttentionOptions {
+        mask,
+        causal,
+        bias,
+        scale,
+    } = opts;
     q.check("q")?;
     k.check("k")?;
     v.check("v")?;
@@ -201,6 +269,24 @@ pub fn attention_views(
             ));
         }
     }
+    if let Some(bias) = bias {
+        expect_dtype(OP, bias, &[DType::F32])?;
+        if bias.shape() != [q.heads, q.len, k.len] {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "bias must be [query heads, queries, keys] = {:?}, got {:?}",
+                    [q.heads, q.len, k.len],
+                    bias.shape()
+                ),
+            ));
+        }
+        u32_of(OP, bias.numel())?;
+    }
+    // Query + offset + 1 must not wrap in u32; an offset past the keys
+    // means every key.
+    u32_of(OP, q.len + k.len + 1)?;
+    let causal_off = causal.map_or(0, |off| off.min(k.len));
     if !scale.is_finite() {
         return Err(Error::Invalid(format!("{OP}: scale {scale} is not finite")));
     }
@@ -221,21 +307,44 @@ pub fn attention_views(
         v_stride: u32_of(OP, v.row_stride)?,
         q_blocks: u32_of(OP, q_blocks)?,
         scale_log2: scale * std::f32::consts::LOG2_E,
+        causal_off: u32_of(OP, causal_off)?,
+        pad: [0; 3],
     };
     let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], DType::F32)?;
+    // Big head dims take the variant with larger private arrays; the small
+    // one compiles and runs faster.
+    let max_d = if q.head_dim > SMALL_HEAD_DIM {
+        MAX_HEAD_DIM
+    } else {
+        SMALL_HEAD_DIM
+    };
     let kernel = Kernel::new("attention")
+        .template("MAX_D_PLACEHOLDER", max_d as u32)
         .constant("D", q.head_dim as u32)
         .constant("WG", WG as u32)
         .constant("MASKED", mask.is_some() as u32)
+        .constant("CAUSAL", causal.is_some() as u32)
+        .constant("BIASED", bias.is_some() as u32)
         .constant("ALIGNED", aligned as u32);
-    // Without a mask the shader never reads binding 3; any buffer fills it.
+    // Without a mask (bias) the shader never reads binding 3 (4); any
+    // buffer fills it.
     let mask_arg = match mask {
         Some(m) => m.arg()?,
         None => q.tensor.arg()?,
     };
+    let bias_arg = match bias {
+        Some(b) => b.arg()?,
+        None => q.tensor.arg()?,
+    };
     gpu.dispatch(
         &kernel,
-        &[q.tensor.arg()?, k.tensor.arg()?, v.tensor.arg()?, mask_arg],
+        &[
+            q.tensor.arg()?,
+            k.tensor.arg()?,
+            v.tensor.arg()?,
+            mask_arg,
+            bias_arg,
+        ],
         &[out.arg()?],
         bytemuck::bytes_of(&params),
         groups(q.batch * q.heads * q_blocks, 1)?,

@@ -12,9 +12,41 @@ pub struct Dims {
     pub d: usize,
 }
 
+/// What [`attention_with`] takes beyond Q, K and V (see
+/// `kernels::attention::AttentionOptions`).
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
+    /// `[b, lk]`, nonzero to attend.
+    pub mask: Option<&'a [u32]>,
+    /// Query `i` sees keys `j <= i + offset`.
+    pub causal: Option<usize>,
+    /// `[hq, lq, lk]`, added to the scaled scores.
+    pub bias: Option<&'a [f32]>,
+    pub scale: f32,
+}
+
 /// `softmax(Q·Kᵀ·scale)·V` over the keys with `mask[b * lk + j] != 0` (all
 /// keys without a mask); a query with no such key gives 0.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u32]>, n: Dims, scale: f32) -> Vec<f32> {
+    let opts = Options {
+        mask,
+        causal: None,
+        bias: None,
+        scale,
+    };
+    attention_with(q, k, v, &opts, n)
+}
+
+/// `softmax(Q·Kᵀ·scale + bias[h, i, j])·V` over the keys `j` with
+/// `mask[b * lk + j] != 0` and, when causal, `j <= i + offset`; a query
+/// with no such key gives 0.
+pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], opts: &Options, n: Dims) -> Vec<f32> {
+    let &Options {
+        mask,
+        causal,
+        bias,
+        scale,
+    } = opts;
     let Dims {
         b,
         lq,
@@ -32,7 +64,9 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u32]>, n: Dims,
             for i in 0..lq {
                 let qrow = &q[((bi * lq + i) * hq + h) * d..][..d];
                 let kv_row = |j: usize| ((bi * lk + j) * hkv + g) * d;
-                let attend = |j: usize| mask.is_none_or(|m| m[bi * lk + j] != 0);
+                let attend = |j: usize| {
+                    mask.is_none_or(|m| m[bi * lk + j] != 0) && causal.is_none_or(|off| j <= i + off)
+                };
                 let mut max = f64::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
                     let krow = &k[kv_row(j)..][..d];
@@ -41,7 +75,8 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u32]>, n: Dims,
                         .zip(krow)
                         .map(|(&x, &y)| x as f64 * y as f64)
                         .sum::<f64>()
-                        * scale as f64;
+                        * scale as f64
+                        + bias.map_or(0.0, |b| b[(h * lq + i) * lk + j] as f64);
                     if attend(j) {
                         max = max.max(*s);
                     }

@@ -1,8 +1,8 @@
 use rand::rngs::SmallRng;
 use rand::Rng;
 use ras::gpu::{Gpu, Tensor};
-use ras::kernels::attention::{self, HeadsView};
-use ras::reference::attention::{self as reference, Dims};
+use ras::kernels::attention::{self, AttentionOptions, HeadsView};
+use ras::reference::attention::{self as reference, Dims, Options};
 
 use crate::common::{check, gpu, randn, rng};
 
@@ -43,6 +43,59 @@ fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[u32]>, 
         1e-4,
         seed,
     );
+    got
+}
+
+/// What [`run_with`] applies beyond plain attention.
+#[derive(Clone, Copy)]
+struct Extras<'a> {
+    mask: Option<&'a [u32]>,
+    causal: Option<usize>,
+    bias: Option<&'a [f32]>,
+    scale: Option<f32>,
+}
+
+const PLAIN: Extras = Extras {
+    mask: None,
+    causal: None,
+    bias: None,
+    scale: None,
+};
+
+/// [`run`] with a causal mask, a bias and a scale (1/sqrt(D) when None).
+fn run_with(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, x: Extras) -> Vec<f32> {
+    let q = randn(rng, n.b * n.lq * n.hq * n.d);
+    let k = randn(rng, n.b * n.lk * n.hkv * n.d);
+    let v = randn(rng, n.b * n.lk * n.hkv * n.d);
+    let scale = x.scale.unwrap_or(1.0 / (n.d as f32).sqrt());
+    let qt = gpu.upload_f32(&q, &[n.b, n.lq, n.hq, n.d]).unwrap();
+    let kt = gpu.upload_f32(&k, &[n.b, n.lk, n.hkv, n.d]).unwrap();
+    let vt = gpu.upload_f32(&v, &[n.b, n.lk, n.hkv, n.d]).unwrap();
+    let mt = x.mask.map(|m| gpu.upload_u32(m, &[n.b, n.lk]).unwrap());
+    let bt = x.bias.map(|b| gpu.upload_f32(b, &[n.hq, n.lq, n.lk]).unwrap());
+    let opts = AttentionOptions {
+        mask: mt.as_ref(),
+        causal: x.causal,
+        bias: bt.as_ref(),
+        scale,
+    };
+    let out = attention::attention_with(gpu, &qt, &kt, &vt, &opts).unwrap();
+    assert_eq!(out.shape(), [n.b, n.lq, n.hq, n.d]);
+    let got = gpu.read_f32(&out).unwrap();
+    let ref_opts = Options {
+        mask: x.mask,
+        causal: x.causal,
+        bias: x.bias,
+        scale,
+    };
+    let want = reference::attention_with(&q, &k, &v, &ref_opts, n);
+    let what = format!(
+        "attention {n:?} scale {scale} mask {} causal {:?} bias {}",
+        x.mask.is_some(),
+        x.causal,
+        x.bias.is_some()
+    );
+    check(&what, &got, &want, 1e-4, seed);
     got
 }
 
@@ -159,12 +212,30 @@ fn attention_rejects_bad_shapes() {
         e.contains("q must be [batch, len, heads, head_dim], got [2, 5, 16]"),
         "{e}"
     );
-    let big = zeros(&gpu, &[1, 2, 1, 136]);
+    let big = zeros(&gpu, &[1, 2, 1, 520]);
     let e = err(&big, &big, &big, None);
     assert!(
-        e.contains("head dim 136 is above the supported maximum 128"),
+        e.contains("head dim 520 is above the supported maximum 512"),
         "{e}"
     );
+    let with_bias = |bias: &Tensor| {
+        let opts = AttentionOptions {
+            bias: Some(bias),
+            ..AttentionOptions::scale(1.0)
+        };
+        attention::attention_with(&gpu, &q, &k, &v, &opts)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = with_bias(&zeros(&gpu, &[4, 7, 5]));
+    assert!(
+        e.contains("bias must be [query heads, queries, keys] = [4, 5, 7], got [4, 7, 5]"),
+        "{e}"
+    );
+    let e = with_bias(&zeros(&gpu, &[2, 4, 5, 7]));
+    assert!(e.contains("got [2, 4, 5, 7]"), "{e}");
+    let e = with_bias(&gpu.upload_u32(&[0; 140], &[4, 5, 7]).unwrap());
+    assert!(e.contains("unsupported dtype u32"), "{e}");
     let e = err(&q, &k, &v, Some(&gpu.upload_u32(&[1; 14], &[2, 7, 1]).unwrap()));
     assert!(
         e.contains("mask must be [batch, keys] = [2, 7], got [2, 7, 1]"),
@@ -193,4 +264,93 @@ fn attention_rejects_bad_shapes() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("reaches element 112 of a tensor of 100"), "{e}");
+}
+
+#[test]
+fn attention_causal() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    // CLIP's text encoder: 77 tokens, 12 heads of 64.
+    let clip = Extras {
+        causal: Some(0),
+        ..PLAIN
+    };
+    run_with(&gpu, &mut rng, seed, dims(1, 77, 77, 12, 12, 64), clip);
+    // Queries the last of the keys (offset Lk - Lq, e.g. with a cache), and
+    // more queries than one block of 256 so the key limit differs between
+    // the 4 queries of an invocation.
+    for (n, off) in [
+        (dims(2, 21, 50, 4, 2, 32), 29),
+        (dims(1, 300, 310, 2, 2, 16), 10),
+        (dims(1, 40, 19, 2, 1, 24), 3),
+        // Offset past the keys: plain attention.
+        (dims(1, 9, 13, 1, 1, 8), 1000),
+    ] {
+        let x = Extras {
+            causal: Some(off),
+            ..PLAIN
+        };
+        run_with(&gpu, &mut rng, seed, n, x);
+    }
+}
+
+#[test]
+fn attention_causal_with_key_mask() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let n = dims(2, 30, 30, 3, 3, 16);
+    let mut mask: Vec<u32> = (0..n.b * n.lk).map(|_| rng.random_bool(0.7) as u32).collect();
+    // Batch 1: keys 0..5 masked, so its queries 0..5 see no key at all.
+    mask[n.lk..n.lk + 5].fill(0);
+    let x = Extras {
+        mask: Some(&mask),
+        causal: Some(0),
+        ..PLAIN
+    };
+    let got = run_with(&gpu, &mut rng, seed, n, x);
+    let row = n.hq * n.d;
+    let batch1 = &got[n.lq * row..];
+    assert!(
+        batch1[..5 * row].iter().all(|&v| v == 0.0),
+        "queries with every key masked must be 0"
+    );
+}
+
+#[test]
+fn attention_bias() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    // T5: scale 1 and a relative position bias.
+    for n in [dims(2, 37, 37, 4, 4, 16), dims(1, 20, 45, 4, 2, 16)] {
+        let bias: Vec<f32> = randn(&mut rng, n.hq * n.lq * n.lk)
+            .iter()
+            .map(|x| 3.0 * x)
+            .collect();
+        let x = Extras {
+            bias: Some(&bias),
+            scale: Some(1.0),
+            ..PLAIN
+        };
+        run_with(&gpu, &mut rng, seed, n, x);
+        // Everything at once.
+        let mask: Vec<u32> = (0..n.b * n.lk).map(|_| rng.random_bool(0.8) as u32).collect();
+        let x = Extras {
+            mask: Some(&mask),
+            causal: Some(n.lk - n.lq.min(n.lk)),
+            ..x
+        };
+        run_with(&gpu, &mut rng, seed, n, x);
+    }
+}
+
+#[test]
+fn attention_big_head_dims() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    // The SD3 VAE's mid-block: one head of 512 channels.
+    run(&gpu, &mut rng, seed, dims(1, 70, 70, 1, 1, 512), None, 1.0);
+    run(&gpu, &mut rng, seed, dims(1, 45, 70, 1, 1, 512), None, 1.0);
+    run(&gpu, &mut rng, seed, dims(1, 70, 33, 1, 1, 512), None, 1.0);
+    // An odd multiple of 8, with grouped heads.
+    run(&gpu, &mut rng, seed, dims(2, 30, 41, 2, 1, 200), None, 1.0);
 }
