@@ -2,4 +2,5 @@
 //! paper's diagram, with the shape of each intermediate in a comment.
 
 pub mod sd3;
+pub mod text;
 pub mod vae;

@@ -24,6 +24,19 @@ impl Linear {
         })
     }
 
+    /// Loads `<w>.weight` of a layer built with `bias=False`.
+    pub fn load_without_bias(
+        gpu: &Gpu,
+        w: &Weights,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            weight: w.get(gpu, "weight", &[out_features, in_features])?,
+            bias: None,
+        })
+    }
+
     pub fn out_features(&self) -> usize {
         self.weight.shape()[0]
     }
