@@ -80,6 +80,9 @@ pub enum Error {
     #[error("tokenizing the prompt failed: {0}")]
     Tokenize(String),
 
+    #[error("cancelled")]
+    Cancelled,
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

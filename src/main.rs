@@ -70,6 +70,11 @@ enum Command {
         #[command(flatten)]
         ras: cli::ras_args::RasArgs,
     },
+    /// Generate images from a prompt with a diffusers SD3 folder (text
+    /// encoders, MMDiT with Region-Adaptive Sampling, VAE) and write PNGs
+    /// that carry the settings as metadata. RAS is on by default
+    /// (--sample-ratio 0.5); --dense turns it off.
+    Generate(Box<cli::generate::GenerateArgs>),
     /// Benchmarks (times are wall clock per launch on the selected adapter).
     Bench {
         #[command(subcommand)]
@@ -134,6 +139,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Info => info(cli.adapter.as_deref()),
         Command::Bench { what } => bench(cli.adapter.as_deref(), what),
+        Command::Generate(args) => cli::generate::run(&open(cli.adapter.as_deref())?, &args),
         Command::Sample {
             transformer,
             inputs,
@@ -315,10 +321,8 @@ fn report(f: &ras::bench::Figure) {
 /// `shift` from the scheduler config beside a transformer folder, else SD3's 3.0.
 fn scheduler_shift(transformer: &Path) -> Result<f64> {
     let path = transformer.join("../scheduler/scheduler_config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if !path.exists() {
         return Ok(3.0);
-    };
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(json.get("shift").and_then(|v| v.as_f64()).unwrap_or(1.0))
+    }
+    Ok(ras::sampling::SchedulerConfig::from_file(&path)?.shift)
 }

@@ -68,7 +68,10 @@ pub fn bench_ras(
         let mut token_steps = 0;
         gpu.sync()?;
         let start = Instant::now();
-        let out = sample(gpu, &model, &request, |s| token_steps += s.active_tokens)?;
+        let out = sample(gpu, &model, &request, |s| {
+            token_steps += s.active_tokens;
+            std::ops::ControlFlow::Continue(())
+        })?;
         gpu.read_f32(&out.latents)?;
         let seconds = start.elapsed().as_secs_f64();
         Ok(RunFigure {

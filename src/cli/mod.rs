@@ -1,3 +1,4 @@
-//! Pieces of the `ras` command line shared by several subcommands.
+//! Pieces of the `ras` command line.
 
+pub mod generate;
 pub mod ras_args;

@@ -20,6 +20,11 @@ impl Gpu {
         self.inner.pool.snapshot()
     }
 
+    /// Starts a new peak measurement from what is held now.
+    pub fn reset_peak(&self) {
+        self.inner.pool.reset_peak()
+    }
+
     /// Frees cached activation buffers.
     pub fn trim(&self) {
         self.inner.pool.trim()

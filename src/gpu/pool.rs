@@ -9,12 +9,20 @@ use std::sync::Mutex;
 pub struct MemoryStats {
     /// Activation buffers in use by live tensors.
     pub live_bytes: u64,
-    /// Highest `live_bytes + weight_bytes` seen.
+    /// Highest `live_bytes + cached_bytes + weight_bytes` seen: what the
+    /// engine held on the device at its peak.
     pub peak_bytes: u64,
     /// Released activation buffers kept for reuse.
     pub cached_bytes: u64,
     /// Weight tensors (not pooled).
     pub weight_bytes: u64,
+}
+
+impl MemoryStats {
+    /// Bytes held on the device now.
+    pub fn held(&self) -> u64 {
+        self.live_bytes + self.cached_bytes + self.weight_bytes
+    }
 }
 
 pub(crate) struct Pool {
@@ -54,13 +62,13 @@ impl Pool {
     pub fn note_live(&self, size: u64) {
         let mut s = self.stats();
         s.live_bytes += size;
-        s.peak_bytes = s.peak_bytes.max(s.live_bytes + s.weight_bytes);
+        s.peak_bytes = s.peak_bytes.max(s.held());
     }
 
     pub fn note_weight(&self, size: i64) {
         let mut s = self.stats();
         s.weight_bytes = s.weight_bytes.saturating_add_signed(size);
-        s.peak_bytes = s.peak_bytes.max(s.live_bytes + s.weight_bytes);
+        s.peak_bytes = s.peak_bytes.max(s.held());
     }
 
     pub fn give_back(&self, buffer: wgpu::Buffer) {
@@ -82,5 +90,10 @@ impl Pool {
 
     pub fn snapshot(&self) -> MemoryStats {
         *self.stats()
+    }
+
+    pub fn reset_peak(&self) {
+        let mut s = self.stats();
+        s.peak_bytes = s.held();
     }
 }

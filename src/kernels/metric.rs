@@ -27,6 +27,16 @@ pub enum Metric {
     L2Norm,
 }
 
+impl Metric {
+    /// The original implementation's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Std => "std",
+            Metric::L2Norm => "l2norm",
+        }
+    }
+}
+
 /// Scores `[B, (H/p)·(W/p)]` of `v [B, C, H, W]`: the mean over each p×p
 /// patch of the per-pixel `metric` over channels.
 pub fn region_metric(gpu: &Gpu, v: &Tensor, patch: usize, metric: Metric) -> Result<Tensor> {

@@ -1,6 +1,7 @@
 //! `ras sample`: the sampling loop from and to safetensors files, with
 //! diffusers' names as keys.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::sample::{sample, SampleRequest, StepInfo};
@@ -29,7 +30,7 @@ pub fn sample_files(
     gpu: &Gpu,
     model: &Sd3Transformer,
     job: &SampleFiles,
-    on_step: impl FnMut(&StepInfo),
+    mut on_step: impl FnMut(&StepInfo),
 ) -> Result<u64> {
     let file = Weights::from_files(&[job.inputs.to_owned()])?;
     let upload = |name: &str| -> Result<_> {
@@ -54,7 +55,10 @@ pub fn sample_files(
         shift: job.shift,
         ras: job.ras.clone(),
     };
-    let out = sample(gpu, model, &request, on_step)?;
+    let out = sample(gpu, model, &request, |s| {
+        on_step(s);
+        ControlFlow::Continue(())
+    })?;
     let mut tensors = vec![(
         "latents_final".to_string(),
         out.latents.shape().to_vec(),

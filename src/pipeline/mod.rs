@@ -1,7 +1,15 @@
 //! End-to-end pipelines over the models.
 
+pub mod encode;
 pub mod files;
+pub mod generate;
+pub mod model_dir;
+pub mod png;
 pub mod sample;
 
+pub use encode::{PromptEmbeds, TextEncoders};
 pub use files::{sample_files, SampleFiles};
-pub use sample::{sample, SampleOutput, SampleRequest, StepInfo};
+pub use generate::{Event, GenerateRequest, Generation, Image, Pipeline, PipelineOptions};
+pub use model_dir::ModelDir;
+pub use png::{parameters, write_png};
+pub use sample::{sample, Denoiser, SampleOutput, SampleRequest, StepInfo};

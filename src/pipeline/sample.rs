@@ -4,6 +4,8 @@
 //! the GPU scores the merged velocity and the planner picks the next
 //! step's tokens.
 
+use std::ops::ControlFlow;
+
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metric::region_metric;
@@ -80,116 +82,185 @@ fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Runs the sampling loop; `on_step` sees each finished step.
-pub fn sample(
-    gpu: &Gpu,
-    model: &Sd3Transformer,
-    req: &SampleRequest,
-    mut on_step: impl FnMut(&StepInfo),
-) -> Result<SampleOutput> {
-    let &[b, _, h, w] = req.latents.shape() else {
-        return Err(Error::shape("sample", "latents must be [B, C, H, W]"));
-    };
-    let p = model.config.patch_size;
-    let cfg = req.guidance > 1.0;
-    let (ctx, pooled) = if cfg {
-        let (Some(neg), Some(neg_pooled)) = (req.negative_prompt_embeds, req.negative_pooled_prompt_embeds)
-        else {
-            return Err(Error::Invalid(
-                "guidance > 1 needs negative prompt embeddings".into(),
-            ));
+/// The denoising loop as a state machine, so a host can advance it one
+/// step at a time (one step per frame) and look at the latents in between.
+pub struct Denoiser {
+    ctx: Tensor,
+    pooled: Tensor,
+    guidance: Option<f32>,
+    ras: RasConfig,
+    batch: usize,
+    rows: usize,
+    n: usize,
+    l: usize,
+    patch: usize,
+    scheduler: FlowMatchEuler,
+    schedule: Schedule,
+    planner: Planner,
+    cache: Option<KvCache>,
+    /// `(v̂ of the last step, dropped mask)` for the next RAS step's merge.
+    merge_state: Option<(Tensor, Tensor)>,
+    x: Tensor,
+    step: usize,
+    out_active: Vec<(usize, Vec<Vec<u32>>)>,
+    kv_cache_bytes: u64,
+}
+
+impl Denoiser {
+    pub fn new(gpu: &Gpu, model: &Sd3Transformer, req: &SampleRequest) -> Result<Denoiser> {
+        let &[b, _, h, w] = req.latents.shape() else {
+            return Err(Error::shape("sample", "latents must be [B, C, H, W]"));
         };
-        // diffusers' batch order: unconditional rows first.
-        (
-            concat_batch(gpu, neg, req.prompt_embeds)?,
-            concat_batch(gpu, neg_pooled, req.pooled_prompt_embeds)?,
-        )
-    } else {
-        (req.prompt_embeds.clone(), req.pooled_prompt_embeds.clone())
-    };
-    let rows = if cfg { 2 * b } else { b };
-    let (n, l) = ((h / p) * (w / p), ctx.shape()[1]);
-    let scheduler = FlowMatchEuler::new(req.steps, req.shift);
-    let schedule = Schedule::new(&req.ras, req.steps, n)?;
-    let mut planner = Planner::new(&req.ras, schedule.clone(), b);
-    let mut cache: Option<KvCache> = None;
-    let mut merge_state: Option<(Tensor, Tensor)> = None; // (v_cache, dropped)
-    let mut out = SampleOutput {
-        latents: req.latents.clone(),
-        active: Vec::new(),
-        kv_cache_bytes: 0,
-    };
-    let mut x = req.latents.clone();
-    for i in 0..req.steps {
-        let kind = schedule.kind(i);
-        let x_in = if cfg {
-            concat_batch(gpu, &x, &x)?
+        let p = model.config.patch_size;
+        let cfg = req.guidance > 1.0;
+        let (ctx, pooled) = if cfg {
+            let (Some(neg), Some(neg_pooled)) =
+                (req.negative_prompt_embeds, req.negative_pooled_prompt_embeds)
+            else {
+                return Err(Error::Invalid(
+                    "guidance > 1 needs negative prompt embeddings".into(),
+                ));
+            };
+            // diffusers' batch order: unconditional rows first.
+            (
+                concat_batch(gpu, neg, req.prompt_embeds)?,
+                concat_batch(gpu, neg_pooled, req.pooled_prompt_embeds)?,
+            )
         } else {
-            x.clone()
+            (req.prompt_embeds.clone(), req.pooled_prompt_embeds.clone())
         };
-        let timestep = vec![scheduler.timesteps[i]; rows];
+        let (n, l) = ((h / p) * (w / p), ctx.shape()[1]);
+        let schedule = Schedule::new(&req.ras, req.steps, n)?;
+        Ok(Denoiser {
+            guidance: cfg.then_some(req.guidance),
+            ras: req.ras.clone(),
+            batch: b,
+            rows: if cfg { 2 * b } else { b },
+            n,
+            l,
+            patch: p,
+            scheduler: FlowMatchEuler::new(req.steps, req.shift),
+            planner: Planner::new(&req.ras, schedule.clone(), b),
+            schedule,
+            cache: None,
+            merge_state: None,
+            x: req.latents.clone(),
+            step: 0,
+            out_active: Vec::new(),
+            kv_cache_bytes: 0,
+            ctx,
+            pooled,
+        })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.scheduler.timesteps.len()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.steps()
+    }
+
+    /// The current latents `[B, C, H, W]`.
+    pub fn latents(&self) -> &Tensor {
+        &self.x
+    }
+
+    /// Runs the next denoising step.
+    pub fn step(&mut self, gpu: &Gpu, model: &Sd3Transformer) -> Result<StepInfo> {
+        let i = self.step;
+        if self.is_done() {
+            return Err(Error::Invalid(format!("all {i} steps are done")));
+        }
+        let (b, n, l, rows) = (self.batch, self.n, self.l, self.rows);
+        let kind = self.schedule.kind(i);
+        let x_in = match self.guidance {
+            Some(_) => concat_batch(gpu, &self.x, &self.x)?,
+            None => self.x.clone(),
+        };
+        let timestep = vec![self.scheduler.timesteps[i]; rows];
         let inputs = Sd3Inputs {
             hidden_states: &x_in,
-            encoder_hidden_states: &ctx,
-            pooled_projections: &pooled,
+            encoder_hidden_states: &self.ctx,
+            pooled_projections: &self.pooled,
             timestep: &timestep,
         };
         let (plan, active_tokens) = match kind {
             StepKind::Dense { refresh } => {
-                if refresh && cache.is_none() {
-                    cache = Some(model.kv_cache(gpu, rows, n, l)?);
-                    out.kv_cache_bytes = out.kv_cache_bytes.max(cache.as_ref().map_or(0, KvCache::bytes));
+                if refresh && self.cache.is_none() {
+                    let cache = model.kv_cache(gpu, rows, n, l)?;
+                    self.kv_cache_bytes = self.kv_cache_bytes.max(cache.bytes());
+                    self.cache = Some(cache);
                 }
                 (TokenPlan::dense(gpu, rows, n, l)?, n)
             }
             StepKind::Ras => {
-                let sel = planner
+                let sel = self
+                    .planner
                     .current()
                     .ok_or_else(|| Error::Invalid(format!("RAS step {i} has no selection")))?;
+                if self.cache.is_none() {
+                    return Err(Error::Invalid(format!("RAS step {i} has no K/V cache")));
+                }
                 let per_row: Vec<Vec<u32>> = (0..rows).map(|r| sel.active[r % b].clone()).collect();
-                out.active.push((i, sel.active.clone()));
+                self.out_active.push((i, sel.active.clone()));
                 (TokenPlan::sparse(gpu, n, l, &per_row)?, sel.active_count())
             }
         };
-        if kind == StepKind::Ras && cache.is_none() {
-            return Err(Error::Invalid(format!("RAS step {i} has no K/V cache")));
-        }
-        let v = model.forward_planned(gpu, &inputs, &plan, cache.as_ref())?;
-        let merge = match (kind, &merge_state) {
+        let v = model.forward_planned(gpu, &inputs, &plan, self.cache.as_ref())?;
+        let merge = match (kind, &self.merge_state) {
             (StepKind::Ras, Some((v_cache, dropped))) => Some(Merge {
                 v_cache,
                 dropped,
-                patch: p,
+                patch: self.patch,
             }),
             _ => None,
         };
-        let (x_next, v_hat) = euler_step(
-            gpu,
-            &x,
-            &v,
-            cfg.then_some(req.guidance),
-            scheduler.dsigma(i),
-            merge,
-        )?;
-        x = x_next;
-        if schedule.selects_after(i) {
+        let (x_next, v_hat) = euler_step(gpu, &self.x, &v, self.guidance, self.scheduler.dsigma(i), merge)?;
+        self.x = x_next;
+        if self.schedule.selects_after(i) {
             // Ranking Δσ·v̂ equals ranking v̂: std and L2 scale by |Δσ|.
-            let scores = gpu.read_f32(&region_metric(gpu, &v_hat, p, req.ras.metric)?)?;
-            let sel = planner.select(i + 1, &scores)?;
-            merge_state = Some((v_hat, gpu.upload_u32(&sel.dropped, &[b, n])?));
+            let scores = gpu.read_f32(&region_metric(gpu, &v_hat, self.patch, self.ras.metric)?)?;
+            let sel = self.planner.select(i + 1, &scores)?;
+            self.merge_state = Some((v_hat, gpu.upload_u32(&sel.dropped, &[b, n])?));
         }
-        if !schedule.cache_live_after(i) && cache.take().is_some() {
+        if !self.schedule.cache_live_after(i) && self.cache.take().is_some() {
             // Give the cache's memory back to the device, not just the pool.
             gpu.trim();
         }
-        on_step(&StepInfo {
+        self.step += 1;
+        Ok(StepInfo {
             step: i,
-            steps: req.steps,
+            steps: self.steps(),
             kind,
             active_tokens,
             total_tokens: n,
-        });
+        })
     }
-    out.latents = x;
-    Ok(out)
+
+    pub fn finish(self) -> SampleOutput {
+        SampleOutput {
+            latents: self.x,
+            active: self.out_active,
+            kv_cache_bytes: self.kv_cache_bytes,
+        }
+    }
+}
+
+/// Runs the whole sampling loop; `on_step` sees each finished step and may
+/// stop the run (`ControlFlow::Break` gives `Error::Cancelled`).
+pub fn sample(
+    gpu: &Gpu,
+    model: &Sd3Transformer,
+    req: &SampleRequest,
+    mut on_step: impl FnMut(&StepInfo) -> ControlFlow<()>,
+) -> Result<SampleOutput> {
+    let mut denoiser = Denoiser::new(gpu, model, req)?;
+    while !denoiser.is_done() {
+        let info = denoiser.step(gpu, model)?;
+        if on_step(&info).is_break() {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(denoiser.finish())
 }

@@ -4,4 +4,7 @@
 
 pub mod scheduler;
 
-pub use scheduler::FlowMatchEuler;
+pub mod noise;
+
+pub use noise::gaussian_noise;
+pub use scheduler::{FlowMatchEuler, SchedulerConfig};

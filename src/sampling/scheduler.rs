@@ -77,3 +77,35 @@ mod tests {
         assert!((s.sigmas[29] - 0.001).abs() < 1e-7);
     }
 }
+
+/// The settings of a diffusers `scheduler/scheduler_config.json` that the
+/// engine honours.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    pub shift: f64,
+}
+
+impl SchedulerConfig {
+    pub fn from_file(path: &std::path::Path) -> crate::Result<SchedulerConfig> {
+        let err = |message: String| crate::Error::Config {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let class = json["_class_name"].as_str().unwrap_or("");
+        if class != "FlowMatchEulerDiscreteScheduler" {
+            return Err(err(format!(
+                "scheduler '{class}' is not supported; SD3 uses FlowMatchEulerDiscreteScheduler"
+            )));
+        }
+        if json["use_dynamic_shifting"].as_bool() == Some(true) {
+            return Err(err(
+                "use_dynamic_shifting (resolution-dependent shift) is not supported".into(),
+            ));
+        }
+        Ok(SchedulerConfig {
+            shift: json["shift"].as_f64().unwrap_or(1.0),
+        })
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod decoder;
+mod tiled;
 
 pub use config::VaeConfig;
 pub use decoder::{to_rgb8, VaeDecoder};

@@ -1,0 +1,157 @@
+//! Prompt encoding as `StableDiffusion3Pipeline.encode_prompt` does it
+//! (model-spec §C.1): both CLIPs' penultimate states side by side, zero-padded
+//! to the T5 width, then the T5 states (or zeros without T5); pooled = both
+//! CLIP projections side by side.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::models::text::{ClipTextModel, T5Encoder};
+use crate::text::{ClipTokenizer, T5Tokenizer, CLIP_MAX_LEN};
+
+use super::model_dir::ModelDir;
+
+/// `[B, 77 + max_sequence_length, joint_dim]` and `[B, pooled_dim]`.
+pub struct PromptEmbeds {
+    pub embeds: Tensor,
+    pub pooled: Tensor,
+}
+
+/// The three tokenizers and text encoders of an SD3 folder.
+pub struct TextEncoders {
+    clip_l: (ClipTokenizer, ClipTextModel),
+    clip_g: (ClipTokenizer, ClipTextModel),
+    t5: Option<(T5Tokenizer, T5Encoder)>,
+}
+
+impl TextEncoders {
+    /// Loads the CLIPs, and T5 when the folder has it and `use_t5` is set.
+    pub fn load(gpu: &Gpu, dir: &ModelDir, use_t5: bool) -> Result<TextEncoders> {
+        let clip = |tok: &str, enc: &str| -> Result<_> {
+            Ok((
+                clip_tokenizer(&dir.component(tok))?,
+                ClipTextModel::load_dir(gpu, &dir.component(enc))?,
+            ))
+        };
+        let t5 = if use_t5 && dir.has_t5 {
+            Some((
+                T5Tokenizer::from_file(dir.component("tokenizer_3").join("tokenizer.json"))?,
+                T5Encoder::load_dir(gpu, &dir.component("text_encoder_3"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(TextEncoders {
+            clip_l: clip("tokenizer", "text_encoder")?,
+            clip_g: clip("tokenizer_2", "text_encoder_2")?,
+            t5,
+        })
+    }
+
+    pub fn has_t5(&self) -> bool {
+        self.t5.is_some()
+    }
+
+    /// Embeds each prompt; `joint_dim` is the transformer's
+    /// `joint_attention_dim` (the T5 width, also used for the zeros without T5).
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        prompts: &[&str],
+        max_sequence_length: usize,
+        joint_dim: usize,
+    ) -> Result<PromptEmbeds> {
+        let (b, s) = (prompts.len(), max_sequence_length);
+        let run_clip = |(tok, model): &(ClipTokenizer, ClipTextModel)| -> Result<_> {
+            let ids = prompts
+                .iter()
+                .map(|p| tok.encode(p, CLIP_MAX_LEN))
+                .collect::<Result<Vec<_>>>()?;
+            let out = model.forward(gpu, &ids)?;
+            Ok((
+                gpu.read_f32(&out.penultimate)?,
+                model.config.hidden_size,
+                gpu.read_f32(&out.pooled)?,
+                model.config.projection_dim,
+            ))
+        };
+        let (l_states, dl, l_pooled, pl) = run_clip(&self.clip_l)?;
+        let (g_states, dg, g_pooled, pg) = run_clip(&self.clip_g)?;
+        if dl + dg > joint_dim {
+            return Err(Error::Invalid(format!(
+                "the CLIP widths {dl} + {dg} exceed the transformer's joint_attention_dim {joint_dim}"
+            )));
+        }
+        let t5_states = match &self.t5 {
+            Some((tok, model)) => {
+                if model.config.d_model != joint_dim {
+                    return Err(Error::Invalid(format!(
+                        "T5 width {} differs from the transformer's joint_attention_dim {joint_dim}",
+                        model.config.d_model
+                    )));
+                }
+                let ids = prompts
+                    .iter()
+                    .map(|p| tok.encode(p, s))
+                    .collect::<Result<Vec<_>>>()?;
+                gpu.read_f32(&model.forward(gpu, &ids)?)?
+            }
+            None => vec![0.0; b * s * joint_dim],
+        };
+        let len = CLIP_MAX_LEN + s;
+        let mut embeds = vec![0.0f32; b * len * joint_dim];
+        let mut pooled = Vec::with_capacity(b * (pl + pg));
+        for r in 0..b {
+            for t in 0..CLIP_MAX_LEN {
+                let row = &mut embeds[(r * len + t) * joint_dim..][..joint_dim];
+                row[..dl].copy_from_slice(&l_states[(r * CLIP_MAX_LEN + t) * dl..][..dl]);
+                row[dl..dl + dg].copy_from_slice(&g_states[(r * CLIP_MAX_LEN + t) * dg..][..dg]);
+            }
+            embeds[(r * len + CLIP_MAX_LEN) * joint_dim..][..s * joint_dim]
+                .copy_from_slice(&t5_states[r * s * joint_dim..][..s * joint_dim]);
+            pooled.extend_from_slice(&l_pooled[r * pl..][..pl]);
+            pooled.extend_from_slice(&g_pooled[r * pg..][..pg]);
+        }
+        Ok(PromptEmbeds {
+            embeds: gpu.upload_f32(&embeds, &[b, len, joint_dim])?,
+            pooled: gpu.upload_f32(&pooled, &[b, pl + pg])?,
+        })
+    }
+}
+
+/// A CLIP tokenizer folder (`vocab.json`, `merges.txt`), padding with the
+/// `pad_token` of its `tokenizer_config.json` (`<|endoftext|>` in SD3's
+/// `tokenizer/`, `!` in `tokenizer_2/`).
+fn clip_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
+    let config_path = dir.join("tokenizer_config.json");
+    let err = |message: String| Error::Config {
+        path: config_path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(&config_path).map_err(|e| err(e.to_string()))?;
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let pad = match &config["pad_token"] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v["content"]
+            .as_str()
+            .ok_or_else(|| err("has no pad_token".into()))?
+            .to_owned(),
+    };
+    let vocab_path = dir.join("vocab.json");
+    let vocab: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&vocab_path).map_err(
+        |e| Error::TokenizerFile {
+            path: vocab_path.display().to_string(),
+            message: e.to_string(),
+        },
+    )?)
+    .map_err(|e| Error::TokenizerFile {
+        path: vocab_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let pad_id = vocab[&pad].as_u64().ok_or_else(|| Error::TokenizerFile {
+        path: vocab_path.display().to_string(),
+        message: format!("has no pad token '{pad}' (named in tokenizer_config.json)"),
+    })?;
+    ClipTokenizer::from_files(&vocab_path, dir.join("merges.txt"), pad_id as u32)
+}

@@ -1,0 +1,340 @@
+//! Text to image: `StableDiffusion3Pipeline.__call__` (model-spec §C) over the
+//! engine's models, with Region-Adaptive Sampling. Components are loaded
+//! when needed and released after use (text encoders, then transformer, then
+//! VAE) unless `keep_loaded` is set, so peak memory is one stage's.
+
+use std::ops::ControlFlow;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::models::sd3::{Sd3Config, Sd3Transformer};
+use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
+use crate::ras::RasConfig;
+use crate::sampling::{gaussian_noise, SchedulerConfig};
+
+use super::encode::{PromptEmbeds, TextEncoders};
+use super::model_dir::ModelDir;
+use super::sample::{Denoiser, SampleRequest, StepInfo};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PipelineOptions {
+    /// Keep every component on the GPU between stages and between runs.
+    pub keep_loaded: bool,
+    /// Leave T5 out even when the folder has it (zeros, as diffusers does
+    /// without `text_encoder_3`).
+    pub no_t5: bool,
+}
+
+/// One text-to-image job: `num_images` images of one prompt.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    /// Classifier-free guidance scale; ≤ 1 turns guidance off.
+    pub guidance: f32,
+    pub seed: u64,
+    pub num_images: usize,
+    /// T5 tokens (diffusers' `max_sequence_length`).
+    pub max_sequence_length: usize,
+    pub ras: RasConfig,
+    /// `[num_images, C, H/f, W/f]` values replacing the seeded noise.
+    pub latents_init: Option<Vec<f32>>,
+}
+
+impl GenerateRequest {
+    /// SD3's defaults: 1024², 28 steps, guidance 7, seed 0, RAS at the
+    /// original's SD3 settings.
+    pub fn new(prompt: &str) -> GenerateRequest {
+        GenerateRequest {
+            prompt: prompt.to_owned(),
+            negative_prompt: String::new(),
+            width: 1024,
+            height: 1024,
+            steps: 28,
+            guidance: 7.0,
+            seed: 0,
+            num_images: 1,
+            max_sequence_length: 256,
+            ras: RasConfig::sd3_example(28),
+            latents_init: None,
+        }
+    }
+}
+
+/// What the pipeline is doing, for progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    Loading(&'static str),
+    Encoding,
+    Step(&'a StepInfo),
+    /// `tile`: the latent tile side when the decode is tiled.
+    Decoding {
+        tile: Option<usize>,
+    },
+}
+
+/// An 8-bit RGB image, rows top to bottom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+pub struct Generation {
+    pub images: Vec<Image>,
+    /// Highest GPU memory the engine held during the run (weights,
+    /// activations, cached buffers).
+    pub peak_bytes: u64,
+    pub kv_cache_bytes: u64,
+    /// For every RAS step: the step and each image's computed tokens.
+    pub active: Vec<(usize, Vec<Vec<u32>>)>,
+}
+
+pub struct Pipeline {
+    gpu: Gpu,
+    pub dir: ModelDir,
+    pub options: PipelineOptions,
+    pub transformer_config: Sd3Config,
+    pub vae_config: VaeConfig,
+    pub scheduler: SchedulerConfig,
+    text: Option<TextEncoders>,
+    transformer: Option<Sd3Transformer>,
+    vae: Option<VaeDecoder>,
+}
+
+impl Pipeline {
+    /// Opens an SD3 folder or cached repo id and reads its configs; weights
+    /// are loaded by the stages that need them.
+    pub fn load(gpu: &Gpu, model: &str, options: PipelineOptions) -> Result<Pipeline> {
+        let dir = ModelDir::open(model)?;
+        Ok(Pipeline {
+            gpu: gpu.clone(),
+            transformer_config: Sd3Config::from_file(&dir.component("transformer").join("config.json"))?,
+            vae_config: VaeConfig::from_file(&dir.component("vae").join("config.json"))?,
+            scheduler: SchedulerConfig::from_file(&dir.component("scheduler").join("scheduler_config.json"))?,
+            dir,
+            options,
+            text: None,
+            transformer: None,
+            vae: None,
+        })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Pixels per latent pixel times patch size: width and height must be
+    /// multiples of it (16 for SD3).
+    pub fn size_multiple(&self) -> usize {
+        self.vae_config.scale_factor() * self.transformer_config.patch_size
+    }
+
+    /// Latent shape `[B, C, H/f, W/f]` of a request.
+    pub fn latent_shape(&self, req: &GenerateRequest) -> [usize; 4] {
+        let f = self.vae_config.scale_factor();
+        let c = self.transformer_config.in_channels;
+        [req.num_images, c, req.height / f, req.width / f]
+    }
+
+    /// Everything that can be checked before any work starts.
+    pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
+        let m = self.size_multiple();
+        let bad = |msg: String| Err(Error::Invalid(msg));
+        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m)
+        {
+            return bad(format!(
+                "width and height must be positive multiples of {m} (VAE factor × patch size), got {}x{}",
+                req.width, req.height
+            ));
+        }
+        let grid = self.transformer_config.pos_grid() * m;
+        if req.width > grid || req.height > grid {
+            return bad(format!(
+                "{}x{} exceeds the largest size this transformer's position table covers ({grid}x{grid})",
+                req.width, req.height
+            ));
+        }
+        if req.steps == 0 || req.num_images == 0 || req.max_sequence_length == 0 {
+            return bad("--steps, --num-images and --max-sequence-length must be at least 1".into());
+        }
+        if !req.guidance.is_finite() {
+            return bad("--guidance must be a finite number".into());
+        }
+        req.ras.validate(req.steps)?;
+        if let Some(latents) = &req.latents_init {
+            let shape = self.latent_shape(req);
+            if latents.len() != shape.iter().product::<usize>() {
+                return bad(format!(
+                    "latents_init has {} values; this request needs {shape:?}",
+                    latents.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the whole job; `on_event` sees progress and may cancel the run
+    /// by returning `ControlFlow::Break` (the call then returns
+    /// `Error::Cancelled`).
+    pub fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        mut on_event: impl FnMut(Event) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        self.validate(req)?;
+        self.gpu.reset_peak();
+        let mut check = |e: Event| match on_event(e) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(Error::Cancelled),
+        };
+        let (cond, uncond) = self.encode(req, &mut check)?;
+        let latents = self.initial_latents(req)?;
+        check(Event::Loading("transformer"))?;
+        let transformer = self.take_transformer()?;
+        let request = SampleRequest {
+            latents: &latents,
+            prompt_embeds: &cond.embeds,
+            pooled_prompt_embeds: &cond.pooled,
+            negative_prompt_embeds: uncond.as_ref().map(|u| &u.embeds),
+            negative_pooled_prompt_embeds: uncond.as_ref().map(|u| &u.pooled),
+            steps: req.steps,
+            guidance: req.guidance,
+            shift: self.scheduler.shift,
+            ras: req.ras.clone(),
+        };
+        let mut denoiser = Denoiser::new(&self.gpu, &transformer, &request)?;
+        drop((cond, uncond));
+        while !denoiser.is_done() {
+            let info = denoiser.step(&self.gpu, &transformer)?;
+            // Waiting here costs little and makes progress and cancellation
+            // follow the GPU rather than the command recording.
+            self.gpu.sync()?;
+            check(Event::Step(&info))?;
+        }
+        let out = denoiser.finish();
+        self.put_back_transformer(transformer);
+        let images = self.decode(&out.latents, &mut check)?;
+        Ok(Generation {
+            images,
+            peak_bytes: self.gpu.memory().peak_bytes,
+            kv_cache_bytes: out.kv_cache_bytes,
+            active: out.active,
+        })
+    }
+
+    /// Prompt and (with guidance) negative-prompt embeddings, one row per image.
+    fn encode(
+        &mut self,
+        req: &GenerateRequest,
+        check: &mut impl FnMut(Event) -> Result<()>,
+    ) -> Result<(PromptEmbeds, Option<PromptEmbeds>)> {
+        if self.text.is_none() {
+            check(Event::Loading("text encoders"))?;
+            self.text = Some(TextEncoders::load(&self.gpu, &self.dir, !self.options.no_t5)?);
+        }
+        check(Event::Encoding)?;
+        let text = self.text.as_ref().expect("loaded above");
+        let cfg = req.guidance > 1.0;
+        let mut prompts = vec![req.prompt.as_str(); req.num_images];
+        if cfg {
+            prompts.extend(vec![req.negative_prompt.as_str(); req.num_images]);
+        }
+        let joint = self.transformer_config.joint_attention_dim;
+        let both = text.encode(&self.gpu, &prompts, req.max_sequence_length, joint)?;
+        if !self.options.keep_loaded {
+            self.text = None;
+            self.gpu.trim();
+        }
+        if !cfg {
+            return Ok((both, None));
+        }
+        let b = req.num_images;
+        let half = |t: &Tensor, first: bool| -> Result<Tensor> {
+            let mut shape = t.shape().to_vec();
+            let row: usize = shape[1..].iter().product();
+            let values = self.gpu.read_f32(t)?;
+            let range = if first { 0..b * row } else { b * row..2 * b * row };
+            shape[0] = b;
+            self.gpu.upload_f32(&values[range], &shape)
+        };
+        Ok((
+            PromptEmbeds {
+                embeds: half(&both.embeds, true)?,
+                pooled: half(&both.pooled, true)?,
+            },
+            Some(PromptEmbeds {
+                embeds: half(&both.embeds, false)?,
+                pooled: half(&both.pooled, false)?,
+            }),
+        ))
+    }
+
+    fn initial_latents(&self, req: &GenerateRequest) -> Result<Tensor> {
+        let shape = self.latent_shape(req);
+        let values = match &req.latents_init {
+            Some(v) => v.clone(),
+            None => gaussian_noise(req.seed, shape.iter().product()),
+        };
+        self.gpu.upload_f32(&values, &shape)
+    }
+
+    fn take_transformer(&mut self) -> Result<Sd3Transformer> {
+        match self.transformer.take() {
+            Some(t) => Ok(t),
+            None => Sd3Transformer::load_dir(&self.gpu, &self.dir.component("transformer")),
+        }
+    }
+
+    fn put_back_transformer(&mut self, transformer: Sd3Transformer) {
+        if self.options.keep_loaded {
+            self.transformer = Some(transformer);
+        } else {
+            drop(transformer);
+            self.gpu.trim();
+        }
+    }
+
+    /// Final latents → 8-bit images, one image at a time, tiled when one
+    /// activation would exceed the device's largest storage binding.
+    fn decode(
+        &mut self,
+        latents: &Tensor,
+        check: &mut impl FnMut(Event) -> Result<()>,
+    ) -> Result<Vec<Image>> {
+        if self.vae.is_none() {
+            check(Event::Loading("VAE"))?;
+            self.vae = Some(VaeDecoder::load_dir(&self.gpu, &self.dir.component("vae"))?);
+        }
+        let vae = self.vae.as_ref().expect("loaded above");
+        let &[b, c, h, w] = latents.shape() else {
+            return Err(Error::shape("decode", "latents must be [B, C, h, w]"));
+        };
+        let tile = vae.tile_for(h, w, self.gpu.max_binding_bytes());
+        check(Event::Decoding { tile })?;
+        let all = self.gpu.read_f32(latents)?;
+        let f = vae.config.scale_factor();
+        let mut images = Vec::with_capacity(b);
+        for one in all.chunks(c * h * w) {
+            let z = self.gpu.upload_f32(one, &[1, c, h, w])?;
+            let pixels = match tile {
+                Some(t) => vae.decode_tiled(&self.gpu, &z, t)?,
+                None => self.gpu.read_f32(&vae.decode(&self.gpu, &z)?)?,
+            };
+            images.push(Image {
+                width: w * f,
+                height: h * f,
+                rgb: to_rgb8(&pixels, 1, h * f, w * f),
+            });
+        }
+        if !self.options.keep_loaded {
+            self.vae = None;
+            self.gpu.trim();
+        }
+        Ok(images)
+    }
+}

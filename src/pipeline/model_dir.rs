@@ -1,0 +1,126 @@
+//! A diffusers SD3 folder (`model_index.json` + one folder per component),
+//! given as a path or as a Hugging Face repo id found in the local cache.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The components `StableDiffusion3Pipeline` loads, by folder name.
+const REQUIRED: [&str; 7] = [
+    "transformer",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "tokenizer",
+    "tokenizer_2",
+    "scheduler",
+];
+
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub root: PathBuf,
+    /// Shown in messages and PNG metadata: the repo id or the folder as given.
+    pub name: String,
+    /// `text_encoder_3` and `tokenizer_3` are both present and listed.
+    pub has_t5: bool,
+}
+
+impl ModelDir {
+    /// `spec` is a folder, or a repo id (`org/name`) resolved in the Hugging
+    /// Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`; nothing is downloaded).
+    pub fn open(spec: &str) -> Result<ModelDir> {
+        let path = Path::new(spec);
+        let root = if path.is_dir() {
+            path.to_owned()
+        } else if looks_like_repo_id(spec) {
+            from_hf_cache(spec)?
+        } else {
+            return Err(Error::Invalid(format!(
+                "model '{spec}' is neither a folder nor a Hugging Face repo id (org/name)"
+            )));
+        };
+        Self::from_root(root, spec.to_owned())
+    }
+
+    fn from_root(root: PathBuf, name: String) -> Result<ModelDir> {
+        let index_path = root.join("model_index.json");
+        let config = |message: String| Error::Config {
+            path: index_path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(&index_path).map_err(|e| {
+            config(format!(
+                "{e}; a diffusers pipeline folder has a model_index.json at its top"
+            ))
+        })?;
+        let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| config(e.to_string()))?;
+        let class = index["_class_name"].as_str().unwrap_or("");
+        if !class.starts_with("StableDiffusion3") {
+            return Err(config(format!(
+                "_class_name is '{class}'; only StableDiffusion3Pipeline folders are supported"
+            )));
+        }
+        // A component is listed as [library, class]; [null, null] means absent.
+        let listed = |name: &str| {
+            index[name]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|v| !v.is_null()))
+        };
+        for component in REQUIRED {
+            if !listed(component) || !root.join(component).is_dir() {
+                return Err(Error::Config {
+                    path: root.display().to_string(),
+                    message: format!(
+                        "the '{component}' component is missing; SD3 needs {}",
+                        REQUIRED.join(", ")
+                    ),
+                });
+            }
+        }
+        let has_t5 = ["text_encoder_3", "tokenizer_3"]
+            .iter()
+            .all(|c| listed(c) && root.join(c).is_dir());
+        Ok(ModelDir { root, name, has_t5 })
+    }
+
+    pub fn component(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+fn looks_like_repo_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && !p.starts_with('.'))
+}
+
+fn from_hf_cache(repo_id: &str) -> Result<PathBuf> {
+    let cache = match std::env::var_os("HF_HUB_CACHE") {
+        Some(dir) => hf_hub::Cache::new(dir.into()),
+        None => hf_hub::Cache::from_env(),
+    };
+    let index = cache.model(repo_id.to_owned()).get("model_index.json");
+    match index.as_deref().and_then(Path::parent) {
+        Some(snapshot) => Ok(snapshot.to_owned()),
+        None => Err(Error::Invalid(format!(
+            "'{repo_id}' is not in the Hugging Face cache at {} (no snapshot with model_index.json); \
+             download it first, e.g. `huggingface-cli download {repo_id}`, or pass the folder",
+            cache.path().display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_are_told_apart_from_paths() {
+        assert!(looks_like_repo_id(
+            "stabilityai/stable-diffusion-3-medium-diffusers"
+        ));
+        assert!(!looks_like_repo_id("models/ras-demo/extra"));
+        assert!(!looks_like_repo_id("./x"));
+        assert!(!looks_like_repo_id("plain"));
+    }
+}
