@@ -24,8 +24,10 @@ pub struct GenerateArgs {
     /// the built-in demo model (models/ras-demo).
     #[arg(long, env = "RAS_MODEL")]
     pub model: Option<String>,
+    /// What to draw (CLIP reads the first 75 tokens, T5 --max-sequence-length).
     #[arg(long)]
     pub prompt: String,
+    /// What to steer away from (used with --guidance > 1).
     #[arg(long = "negative-prompt", default_value = "")]
     pub negative_prompt: String,
     /// Image width in pixels (a multiple of 16 for SD3). Default: the
