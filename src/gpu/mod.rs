@@ -7,6 +7,7 @@ mod pool;
 mod recorder;
 mod shaders;
 mod tensor;
+mod texture;
 
 pub use adapter::{list_adapters, AdapterSummary};
 pub use context::{Capabilities, Gpu, GpuOptions};

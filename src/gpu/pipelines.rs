@@ -59,6 +59,8 @@ pub(crate) struct PipelineCache {
     modules: HashMap<ModuleKey, wgpu::ShaderModule>,
     layouts: HashMap<(usize, usize), wgpu::BindGroupLayout>,
     pipelines: HashMap<(Kernel, usize, usize), Compiled>,
+    /// `shaders/texture.wgsl` by output format (see `gpu::texture`).
+    pub texture_writers: HashMap<wgpu::TextureFormat, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {

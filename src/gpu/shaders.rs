@@ -24,6 +24,7 @@ shader_table![
     "rope",
     "rows",
     "sampler",
+    "texture",
     "upsample",
 ];
 

@@ -13,6 +13,7 @@ use crate::ras::RasConfig;
 use crate::sampling::{gaussian_noise, SchedulerConfig};
 
 use super::encode::{PromptEmbeds, TextEncoders};
+use super::job::{Job, Output};
 use super::model_dir::ModelDir;
 use super::sample::{Denoiser, SampleRequest, StepInfo};
 
@@ -104,6 +105,8 @@ pub struct Pipeline {
     text: Option<TextEncoders>,
     transformer: Option<Sd3Transformer>,
     vae: Option<VaeDecoder>,
+    /// The fitted latent → RGB map for previews, once fitted.
+    preview: Option<Vec<f32>>,
 }
 
 impl Pipeline {
@@ -121,6 +124,7 @@ impl Pipeline {
             text: None,
             transformer: None,
             vae: None,
+            preview: None,
         })
     }
 
@@ -186,13 +190,32 @@ impl Pipeline {
         req: &GenerateRequest,
         mut on_event: impl FnMut(Event) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        self.validate(req)?;
-        self.gpu.reset_peak();
         let mut check = |e: Event| match on_event(e) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(Error::Cancelled),
         };
-        let (cond, uncond) = self.encode(req, &mut check)?;
+        let mut job = self.start_with(req, &mut check)?;
+        while !job.is_done() {
+            let info = job.step()?;
+            check(Event::Step(&info))?;
+        }
+        job.finish_with(Output::Bytes, &mut check)
+    }
+
+    /// Encodes the prompt and loads the transformer; the returned job is
+    /// advanced one denoising step per [`Job::step`] call.
+    pub fn start(&mut self, req: &GenerateRequest) -> Result<Job<'_>> {
+        self.start_with(req, &mut |_| Ok(()))
+    }
+
+    fn start_with(
+        &mut self,
+        req: &GenerateRequest,
+        check: &mut impl FnMut(Event) -> Result<()>,
+    ) -> Result<Job<'_>> {
+        self.validate(req)?;
+        self.gpu.reset_peak();
+        let (cond, uncond) = self.encode(req, check)?;
         let latents = self.initial_latents(req)?;
         check(Event::Loading("transformer"))?;
         let transformer = self.take_transformer()?;
@@ -207,24 +230,8 @@ impl Pipeline {
             shift: self.scheduler.shift,
             ras: req.ras.clone(),
         };
-        let mut denoiser = Denoiser::new(&self.gpu, &transformer, &request)?;
-        drop((cond, uncond));
-        while !denoiser.is_done() {
-            let info = denoiser.step(&self.gpu, &transformer)?;
-            // Waiting here costs little and makes progress and cancellation
-            // follow the GPU rather than the command recording.
-            self.gpu.sync()?;
-            check(Event::Step(&info))?;
-        }
-        let out = denoiser.finish();
-        self.put_back_transformer(transformer);
-        let images = self.decode(&out.latents, &mut check)?;
-        Ok(Generation {
-            images,
-            peak_bytes: self.gpu.memory().peak_bytes,
-            kv_cache_bytes: out.kv_cache_bytes,
-            active: out.active,
-        })
+        let denoiser = Denoiser::new(&self.gpu, &transformer, &request)?;
+        Ok(Job::new(self, transformer, denoiser))
     }
 
     /// Prompt and (with guidance) negative-prompt embeddings, one row per image.
@@ -283,14 +290,14 @@ impl Pipeline {
         self.gpu.upload_f32(&values, &shape)
     }
 
-    fn take_transformer(&mut self) -> Result<Sd3Transformer> {
+    pub(crate) fn take_transformer(&mut self) -> Result<Sd3Transformer> {
         match self.transformer.take() {
             Some(t) => Ok(t),
             None => Sd3Transformer::load_dir(&self.gpu, &self.dir.component("transformer")),
         }
     }
 
-    fn put_back_transformer(&mut self, transformer: Sd3Transformer) {
+    pub(crate) fn put_back_transformer(&mut self, transformer: Sd3Transformer) {
         if self.options.keep_loaded {
             self.transformer = Some(transformer);
         } else {
@@ -299,42 +306,70 @@ impl Pipeline {
         }
     }
 
-    /// Final latents → 8-bit images, one image at a time, tiled when one
-    /// activation would exceed the device's largest storage binding.
-    fn decode(
-        &mut self,
-        latents: &Tensor,
-        check: &mut impl FnMut(Event) -> Result<()>,
-    ) -> Result<Vec<Image>> {
+    pub(crate) fn vae(&mut self) -> Result<&VaeDecoder> {
         if self.vae.is_none() {
-            check(Event::Loading("VAE"))?;
             self.vae = Some(VaeDecoder::load_dir(&self.gpu, &self.dir.component("vae"))?);
         }
-        let vae = self.vae.as_ref().expect("loaded above");
-        let &[b, c, h, w] = latents.shape() else {
-            return Err(Error::shape("decode", "latents must be [B, C, h, w]"));
-        };
-        let tile = vae.tile_for(h, w, self.gpu.max_binding_bytes());
-        check(Event::Decoding { tile })?;
-        let all = self.gpu.read_f32(latents)?;
-        let f = vae.config.scale_factor();
-        let mut images = Vec::with_capacity(b);
-        for one in all.chunks(c * h * w) {
-            let z = self.gpu.upload_f32(one, &[1, c, h, w])?;
-            let pixels = match tile {
-                Some(t) => vae.decode_tiled(&self.gpu, &z, t)?,
-                None => self.gpu.read_f32(&vae.decode(&self.gpu, &z)?)?,
-            };
-            images.push(Image {
-                width: w * f,
-                height: h * f,
-                rgb: to_rgb8(&pixels, 1, h * f, w * f),
-            });
+        Ok(self.vae.as_ref().expect("loaded above"))
+    }
+
+    /// `[3][C + 1]` linear latent → RGB map (see `preview.rs`).
+    pub(crate) fn preview_factors(&mut self) -> Result<Vec<f32>> {
+        if self.preview.is_none() {
+            let gpu = self.gpu.clone();
+            let factors = super::preview::fit_latent_rgb(&gpu, self.vae()?)?;
+            self.release_vae();
+            self.preview = Some(factors);
         }
+        Ok(self.preview.clone().expect("fitted above"))
+    }
+
+    pub(crate) fn release_vae(&mut self) {
         if !self.options.keep_loaded {
             self.vae = None;
             self.gpu.trim();
         }
-        Ok(images)
     }
+
+    /// Decodes final latents `[B, C, h, w]` one image at a time, tiled when
+    /// one activation would exceed the device's largest storage binding;
+    /// `each` gets every decoded image `[1, 3, H, W]` (values about [-1, 1]).
+    pub(crate) fn decode(
+        &mut self,
+        latents: &Tensor,
+        check: &mut impl FnMut(Event) -> Result<()>,
+        mut each: impl FnMut(&Gpu, Tensor) -> Result<()>,
+    ) -> Result<()> {
+        if self.vae.is_none() {
+            check(Event::Loading("VAE"))?;
+        }
+        let gpu = self.gpu.clone();
+        let vae = self.vae()?;
+        let &[_, c, h, w] = latents.shape() else {
+            return Err(Error::shape("decode", "latents must be [B, C, h, w]"));
+        };
+        let tile = vae.tile_for(h, w, gpu.max_binding_bytes());
+        check(Event::Decoding { tile })?;
+        let f = vae.config.scale_factor();
+        for one in gpu.read_f32(latents)?.chunks(c * h * w) {
+            let z = gpu.upload_f32(one, &[1, c, h, w])?;
+            let image = match tile {
+                Some(t) => gpu.upload_f32(&vae.decode_tiled(&gpu, &z, t)?, &[1, 3, h * f, w * f])?,
+                None => vae.decode(&gpu, &z)?,
+            };
+            each(&gpu, image)?;
+        }
+        self.release_vae();
+        Ok(())
+    }
+}
+
+/// Decoded `[1, 3, H, W]` → 8-bit RGB on the host.
+pub(crate) fn to_image(gpu: &Gpu, image: &Tensor) -> Result<Image> {
+    let (h, w) = (image.shape()[2], image.shape()[3]);
+    Ok(Image {
+        width: w,
+        height: h,
+        rgb: to_rgb8(&gpu.read_f32(image)?, 1, h, w),
+    })
 }

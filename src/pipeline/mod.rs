@@ -3,13 +3,16 @@
 pub mod encode;
 pub mod files;
 pub mod generate;
+pub mod job;
 pub mod model_dir;
 pub mod png;
+mod preview;
 pub mod sample;
 
 pub use encode::{PromptEmbeds, TextEncoders};
 pub use files::{sample_files, SampleFiles};
 pub use generate::{Event, GenerateRequest, Generation, Image, Pipeline, PipelineOptions};
+pub use job::Job;
 pub use model_dir::ModelDir;
 pub use png::{parameters, write_png};
 pub use sample::{sample, Denoiser, SampleOutput, SampleRequest, StepInfo};

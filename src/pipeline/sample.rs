@@ -238,10 +238,18 @@ impl Denoiser {
         })
     }
 
-    pub fn finish(self) -> SampleOutput {
+    /// Steps done so far.
+    pub fn current_step(&self) -> usize {
+        self.step
+    }
+
+    /// The result so far; frees the K/V cache and merge state.
+    pub fn finish(&mut self) -> SampleOutput {
+        self.cache = None;
+        self.merge_state = None;
         SampleOutput {
-            latents: self.x,
-            active: self.out_active,
+            latents: self.x.clone(),
+            active: std::mem::take(&mut self.out_active),
             kv_cache_bytes: self.kv_cache_bytes,
         }
     }
