@@ -140,14 +140,9 @@ fn job_steps_previews_and_texture_output_match_generate() {
         };
         for (i, px) in texels.chunks(4).enumerate() {
             assert_eq!(px[3], 255.0, "{format:?}: alpha at {i}");
-            for c in 0..3 {
-                let d = (px[c] - want.rgb[i * 3 + c] as f32).abs();
-                assert!(
-                    d <= 1.0,
-                    "{format:?}: pixel {i} channel {c}: {} vs {}",
-                    px[c],
-                    want.rgb[i * 3 + c]
-                );
+            for (c, (&got, &rgb)) in px[..3].iter().zip(&want.rgb[i * 3..i * 3 + 3]).enumerate() {
+                let d = (got - rgb as f32).abs();
+                assert!(d <= 1.0, "{format:?}: pixel {i} channel {c}: {got} vs {rgb}");
             }
         }
     }
