@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod kernels;
 pub mod models;

@@ -75,6 +75,12 @@ enum Command {
     /// that carry the settings as metadata. RAS is on by default
     /// (--sample-ratio 0.5); --dense turns it off.
     Generate(Box<cli::generate::GenerateArgs>),
+    /// Visual regression of RAS against dense sampling: both from the same
+    /// seed and noise; writes dense.png, ras.png, a difference heat map and
+    /// a map of where RAS spent compute; prints PSNR, SSIM, both denoising
+    /// times and the speed-up. With --min-ssim / --min-psnr it exits with
+    /// status 1 when a prompt falls below (for CI jobs); --json for machines.
+    Compare(Box<cli::compare::CompareArgs>),
     /// Benchmarks (times are wall clock per launch on the selected adapter).
     Bench {
         #[command(subcommand)]
@@ -140,6 +146,12 @@ fn main() -> Result<()> {
         Command::Info => info(cli.adapter.as_deref()),
         Command::Bench { what } => bench(cli.adapter.as_deref(), what),
         Command::Generate(args) => cli::generate::run(&open(cli.adapter.as_deref())?, &args),
+        Command::Compare(args) => {
+            if !cli::compare::run(&open(cli.adapter.as_deref())?, &args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Sample {
             transformer,
             inputs,

@@ -157,10 +157,8 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
                 bar.set_message(format!("{} prompt(s)", if req.guidance > 1.0 { 2 } else { 1 }));
                 say("encoding the prompt".into());
             }
+            Event::Denoising => stage_start = Instant::now(),
             Event::Step(s) => {
-                if s.step == 0 {
-                    stage_start = Instant::now();
-                }
                 let kind = match s.kind {
                     StepKind::Ras => "ras",
                     StepKind::Dense { .. } => "dense",

@@ -1,4 +1,5 @@
 //! Pieces of the `ras` command line.
 
+pub mod compare;
 pub mod generate;
 pub mod ras_args;

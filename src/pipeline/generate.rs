@@ -70,6 +70,8 @@ impl GenerateRequest {
 pub enum Event<'a> {
     Loading(&'static str),
     Encoding,
+    /// The denoising loop starts (prompt encoded, transformer loaded).
+    Denoising,
     Step(&'a StepInfo),
     /// `tile`: the latent tile side when the decode is tiled.
     Decoding {
@@ -195,6 +197,7 @@ impl Pipeline {
             ControlFlow::Break(()) => Err(Error::Cancelled),
         };
         let mut job = self.start_with(req, &mut check)?;
+        check(Event::Denoising)?;
         while !job.is_done() {
             let info = job.step()?;
             check(Event::Step(&info))?;

@@ -1,0 +1,147 @@
+//! The `ras generate` and `ras compare` commands end to end on the tiny
+//! pipeline fixture (tests/fixtures/make_pipeline.py).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pipeline")
+        .join(path)
+}
+
+fn ras() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ras"))
+}
+
+fn read_png(path: &Path) -> (Vec<u8>, String) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    let text = reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters");
+    (buf, text.map(|t| t.text.clone()).unwrap_or_default())
+}
+
+#[test]
+fn generate_from_given_latents_matches_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("img.png");
+    let status = ras()
+        .args(["generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "A red circle, on a blue background!"])
+        .args(["--negative-prompt", "blurry, low quality"])
+        .args([
+            "--width",
+            "56",
+            "--height",
+            "40",
+            "--steps",
+            "3",
+            "--guidance",
+            "4.5",
+        ])
+        .args(["--max-sequence-length", "24", "--dense", "--latents-init"])
+        .arg(fixture("t5/inputs.safetensors"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(fixture("t5/expected.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let want: Vec<i32> = bytemuck::pod_collect_to_vec(file.tensor("rgb").unwrap().data());
+    let per_image = want.len() / 2;
+    for i in 0..2 {
+        let (rgb, params) = read_png(&dir.path().join(format!("img-{i}.png")));
+        let mean = rgb
+            .iter()
+            .zip(&want[i * per_image..])
+            .map(|(&g, &w)| (g as f32 - w as f32).abs())
+            .sum::<f32>()
+            / rgb.len() as f32;
+        assert!(mean <= 1.0, "image {i}: mean |Δ| {mean}");
+        assert!(params.contains("Latents: from file") && params.contains(&format!("Batch index: {i}")));
+    }
+}
+
+#[test]
+fn generate_rejects_bad_sizes_before_work() {
+    let out = ras()
+        .args(["generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "x", "--width", "50", "--height", "40"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("multiples of 8"), "{err}");
+}
+
+#[test]
+fn compare_writes_images_and_gates_on_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        ras()
+            .args(["compare", "--model"])
+            .arg(fixture("model"))
+            .args([
+                "--prompt",
+                "a red circle",
+                "--width",
+                "40",
+                "--height",
+                "32",
+                "--steps",
+                "8",
+            ])
+            .args([
+                "--guidance",
+                "3",
+                "--max-sequence-length",
+                "8",
+                "--scheduler-start-step",
+                "2",
+            ])
+            .args(["--error-reset-steps", "5", "--json", "--out-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--min-ssim", "0.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &json["prompts"][0];
+    assert!(
+        row["ssim"].as_f64().unwrap() > 0.5 && row["ssim"].as_f64().unwrap() < 1.0,
+        "{row}"
+    );
+    assert!(row["psnr_db"].as_f64().unwrap() > 10.0);
+    assert!(row["speedup"].as_f64().unwrap() > 0.0);
+    for f in ["dense.png", "ras.png", "diff.png", "compute.png"] {
+        let (rgb, _) = read_png(&dir.path().join(f));
+        assert_eq!(rgb.len(), 40 * 32 * 3, "{f}");
+    }
+    // An impossible bar fails the run (exit status 1).
+    let out = run(&["--min-psnr", "1000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["pass"],
+        false
+    );
+    // At ratio 1 both runs are the same computation: identical images.
+    let out = run(&["--sample-ratio", "1"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["prompts"][0]["ssim"].as_f64(), Some(1.0));
+    assert!(
+        json["prompts"][0]["psnr_db"].is_null(),
+        "identical images have infinite PSNR"
+    );
+}
