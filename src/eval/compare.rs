@@ -95,8 +95,8 @@ pub fn compute_map(image: &Image, counts: &[u32], grid_w: usize, steps: usize) -
     let grid_h = counts.len() / grid_w.max(1);
     if grid_w == 0
         || grid_h * grid_w != counts.len()
-        || image.width % grid_w != 0
-        || image.height % grid_h != 0
+        || !image.width.is_multiple_of(grid_w)
+        || !image.height.is_multiple_of(grid_h)
     {
         return Err(Error::Invalid(format!(
             "a {} token grid {grid_w} wide does not tile a {}x{} image",
