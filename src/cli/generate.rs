@@ -13,8 +13,7 @@ use ras::weights::{load_f32, Weights};
 
 use super::ras_args::RasArgs;
 
-/// The model used when --model is not given: the demo model in this repository.
-pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/ras-demo");
+pub use ras::pipeline::DEMO_MODEL as DEFAULT_MODEL;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {

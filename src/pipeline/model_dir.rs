@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The built-in demo model (`models/ras-demo`, trained by
+/// `models/train_demo.py`), used when no model is named.
+pub const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/ras-demo");
+
 /// The components `StableDiffusion3Pipeline` loads, by folder name.
 const REQUIRED: [&str; 7] = [
     "transformer",
