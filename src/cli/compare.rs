@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ras::eval::{compare, compute_map, diff_heatmap, token_counts, warm_up, PromptComparison};
+use ras::eval::adherence::read_expected;
+use ras::eval::{compare, compute_map, diff_heatmap, token_counts, warm_up, Palette, PromptComparison};
 use ras::pipeline::{parameters, write_png, GenerateRequest, Pipeline, PipelineOptions};
 use serde_json::json;
 
@@ -18,11 +19,17 @@ pub struct CompareArgs {
     #[arg(long, env = "RAS_MODEL")]
     pub model: Option<String>,
     /// One prompt.
-    #[arg(long, conflicts_with = "prompts", required_unless_present = "prompts")]
+    #[arg(long, conflicts_with_all = ["prompts", "adherence"], required_unless_present_any = ["prompts", "adherence"])]
     pub prompt: Option<String>,
     /// A file with one prompt per line (empty lines and lines starting with # are skipped).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "adherence")]
     pub prompts: Option<PathBuf>,
+    /// The demo model's prompt-adherence check: a demo_prompts.json (prompt,
+    /// colour, background, position per entry); both images of every prompt
+    /// are judged with the model folder's demo_palette.json and the scores
+    /// (share of prompts passed) are reported.
+    #[arg(long)]
+    pub adherence: Option<PathBuf>,
     #[arg(long = "negative-prompt", default_value = "")]
     pub negative_prompt: String,
     /// Seed of the initial noise, shared by both runs (prompt i uses seed + i).
@@ -62,16 +69,21 @@ pub struct CompareArgs {
 
 /// Runs the comparison; `Ok(false)` when a threshold failed.
 pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
-    let prompts = match (&args.prompt, &args.prompts) {
-        (Some(p), _) => vec![p.clone()],
-        (None, Some(file)) => std::fs::read_to_string(file)
+    let expected = match &args.adherence {
+        Some(file) => Some(read_expected(file)?),
+        None => None,
+    };
+    let prompts = match (&args.prompt, &args.prompts, &expected) {
+        (_, _, Some(e)) => e.iter().map(|e| e.prompt.clone()).collect(),
+        (Some(p), _, _) => vec![p.clone()],
+        (None, Some(file), _) => std::fs::read_to_string(file)
             .with_context(|| format!("reading {}", file.display()))?
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_owned)
             .collect(),
-        (None, None) => bail!("give --prompt or --prompts"),
+        (None, None, None) => bail!("give --prompt, --prompts or --adherence"),
     };
     if prompts.is_empty() {
         bail!("no prompts to compare");
@@ -86,6 +98,10 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
     let native = pipeline.transformer_config.sample_size * pipeline.vae_config.scale_factor();
     let ras = args.ras.config(args.steps)?;
     let t5 = pipeline.dir.has_t5 && !args.no_t5;
+    let palette = match &expected {
+        Some(_) => Some(Palette::from_file(&pipeline.dir.root.join("demo_palette.json"))?),
+        None => None,
+    };
     let mut rows = Vec::new();
     let mut ok = true;
     for (i, prompt) in prompts.iter().enumerate() {
@@ -114,7 +130,15 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
         write_outputs(&dir, &pipeline, &req, &c, t5)?;
         let pass = args.min_ssim.is_none_or(|m| c.ssim >= m) && args.min_psnr.is_none_or(|m| c.psnr >= m);
         ok &= pass;
+        let judged = match (&palette, &expected) {
+            (Some(p), Some(e)) => {
+                let judge = |g: &ras::pipeline::Generation| p.check(&g.images[0]).passes(&e[i]);
+                json!({"dense": judge(&c.dense.generation), "ras": judge(&c.ras.generation)})
+            }
+            _ => json!(null),
+        };
         rows.push(json!({
+            "adherent": judged,
             "prompt": prompt,
             "seed": req.seed,
             "psnr_db": finite(c.psnr),
@@ -154,6 +178,12 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
         "lowest_ssim": min("ssim"),
         "lowest_psnr_db": finite(min("psnr_db")),
         "mean_speedup": mean("speedup"),
+        "adherence": expected.as_ref().map(|_| {
+            let share = |k: &str| {
+                rows.iter().filter(|r| r["adherent"][k] == json!(true)).count() as f64 / rows.len() as f64
+            };
+            json!({"dense": share("dense"), "ras": share("ras")})
+        }),
         "pass": ok,
         "prompts": rows,
     });
@@ -179,6 +209,13 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
                 } else {
                     ""
                 }
+            );
+        }
+        if let Some(a) = summary["adherence"].as_object() {
+            println!(
+                "prompt adherence: dense {:.1}%, RAS {:.1}%",
+                a["dense"].as_f64().unwrap_or(0.0) * 100.0,
+                a["ras"].as_f64().unwrap_or(0.0) * 100.0
             );
         }
         println!(
