@@ -47,7 +47,10 @@ pub(crate) struct GpuInner {
     pub pipelines: Mutex<PipelineCache>,
     pub pool: Arc<Pool>,
     pub recorder: Mutex<Recorder>,
+    /// Set for good once the device is lost.
     pub lost: Arc<Mutex<Option<String>>>,
+    /// An error raised outside any error scope, reported once.
+    pub uncaptured: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -89,9 +92,10 @@ impl Gpu {
         let limits = device.limits();
         let features = device.features();
         let lost = Arc::new(Mutex::new(None));
+        let uncaptured = Arc::new(Mutex::new(None));
         // Errors outside our error scopes must not abort the host process:
-        // remember the first one and report it from the next flush.
-        let sink = lost.clone();
+        // remember the first one and report it (once) from the next flush.
+        let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
@@ -125,6 +129,7 @@ impl Gpu {
                 max_binding,
                 caps,
                 lost,
+                uncaptured,
             }),
         }
     }
@@ -156,9 +161,14 @@ impl Gpu {
     }
 
     pub(crate) fn check_lost(&self) -> Result<()> {
-        let slot = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_ref() {
-            Some(msg) => Err(Error::DeviceLost { message: msg.clone() }),
+        if let Some(msg) = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(Error::DeviceLost { message: msg.clone() });
+        }
+        match self.inner.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(message) => Err(Error::Validation {
+                context: "earlier GPU work (an error outside any error scope)".into(),
+                message,
+            }),
             None => Ok(()),
         }
     }
@@ -167,11 +177,21 @@ impl Gpu {
     /// captured error into a `Result`.
     pub(crate) fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
         let device = &self.inner.device;
+        // Internal errors (a driver failing to compile a pipeline) too, or
+        // they would escape to the uncaptured-error handler.
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let value = f();
         let validation = pollster::block_on(validation.pop());
         let oom = pollster::block_on(oom.pop());
+        let internal = pollster::block_on(internal.pop());
+        if let Some(e) = internal {
+            return Err(Error::Validation {
+                context: format!("{context} (internal error of the GPU driver)"),
+                message: e.to_string(),
+            });
+        }
         if let Some(e) = oom {
             return Err(Error::OutOfMemory {
                 context: context.into(),
