@@ -1,12 +1,13 @@
 // Attention without the score matrix (flash-attention style online softmax):
 //
 //   out[b, i, h, :] = Σ_j softmax_j(scale · Q[b, i, h, :]·K[b, j, g, :] + bias[h, i, j]
-//                                   | mask[b, j], j ≤ i + causal_off) · V[b, j, g, :]
+//                                   + key_bias[b, j] | j ≤ i + causal_off) · V[b, j, g, :]
 //
 // with g = h / group (grouped-query heads share a kv head). Masked keys
-// (mask == 0, or past i + causal_off when CAUSAL) get no weight; a query
+// (key_bias −∞, or past i + causal_off when CAUSAL) get no weight; a query
 // whose keys are all masked outputs 0. The bias (BIASED) is shared across
-// the batch and must be finite.
+// the batch and must be finite. A key bias of ln m weighs a key as m copies
+// of it (how a model leaves out m − 1 identical rows).
 //
 // Layout: token-major rows. Element d of head h of token t of batch b lives
 // at  off + (b · len + t) · stride + h · D + d  (in f32 elements) of its
@@ -32,17 +33,17 @@
 // token (src/gpu/shaders.rs): 128, or 512 for head dims above 128 (lavapipe
 // takes ~2 min to compile each pipeline of that variant).
 //
-// Bindings: 0 q (f32), 1 k, 2 v (f32 read as vec4), 3 mask (u32 [B, Lk]; any
-// buffer when MASKED = 0), 4 bias (f32 [Hq, Lq, Lk]; any buffer when
+// Bindings: 0 q (f32), 1 k, 2 v (f32 read as vec4), 3 key_bias (f32 [B, Lk];
+// any buffer when KEY_BIASED = 0), 4 bias (f32 [Hq, Lq, Lk]; any buffer when
 // BIASED = 0), 5 out, 6 params. Dispatch: B · Hq · q_blocks workgroups,
 // q_blocks = ceil(Lq / (4 · WG)). Overrides: D head dim (≤ MAX_D), WG
-// workgroup size, MASKED 0/1, CAUSAL 0/1 (keys j ≤ i + p.causal_off only),
+// workgroup size, KEY_BIASED 0/1, CAUSAL 0/1 (keys j ≤ i + p.causal_off only),
 // BIASED 0/1, ALIGNED 1 when every K and V row starts on a 16-byte boundary
 // (offsets and strides multiples of 4, D % 4 == 0).
 
 override D: u32 = 64u;
 override WG: u32 = 64u;
-override MASKED: u32 = 0u;
+override KEY_BIASED: u32 = 0u;
 override CAUSAL: u32 = 0u;
 override BIASED: u32 = 0u;
 override ALIGNED: u32 = 1u;
@@ -76,7 +77,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read> qs: array<f32>;
 @group(0) @binding(1) var<storage, read> ks: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> vs: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> mask: array<u32>;
+@group(0) @binding(3) var<storage, read> key_bias: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
@@ -223,10 +224,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let jcb = min(jb, vec4(p.lk - 1u));
         var ok_a = ja < vec4(p.lk);
         var ok_b = jb < vec4(p.lk);
-        if MASKED != 0u {
+        // Per-key bias in log2 units (0 for masked keys: masked() drops them).
+        var kba = vec4(0.0);
+        var kbb = vec4(0.0);
+        if KEY_BIASED != 0u {
             let row = b * p.lk;
-            ok_a = ok_a & (vec4(mask[row + jca.x], mask[row + jca.y], mask[row + jca.z], mask[row + jca.w]) != vec4(0u));
-            ok_b = ok_b & (vec4(mask[row + jcb.x], mask[row + jcb.y], mask[row + jcb.z], mask[row + jcb.w]) != vec4(0u));
+            let wa = vec4(key_bias[row + jca.x], key_bias[row + jca.y], key_bias[row + jca.z], key_bias[row + jca.w]);
+            let wb = vec4(key_bias[row + jcb.x], key_bias[row + jcb.y], key_bias[row + jcb.z], key_bias[row + jcb.w]);
+            ok_a = ok_a & (wa > vec4(NEG));
+            ok_b = ok_b & (wb > vec4(NEG));
+            kba = select(vec4(0.0), wa * LOG2E, ok_a);
+            kbb = select(vec4(0.0), wb * LOG2E, ok_b);
         }
         let ka = vec4(k_base) + jca * p.k_stride;
         let kb = vec4(k_base) + jcb * p.k_stride;
@@ -242,6 +250,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if BIASED != 0u {
             sa += bias_tile(brow, jca);
             sb += bias_tile(brow, jcb);
+        }
+        if KEY_BIASED != 0u {
+            // Column k of a tile is key k for all 4 queries.
+            sa += mat4x4(vec4(kba.x), vec4(kba.y), vec4(kba.z), vec4(kba.w));
+            sb += mat4x4(vec4(kbb.x), vec4(kbb.y), vec4(kbb.z), vec4(kbb.w));
         }
         let va_ok = valid(ok_a, ja, lim);
         let vb_ok = valid(ok_b, jb, lim);

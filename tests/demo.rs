@@ -17,7 +17,8 @@ const STEPS: usize = 20;
 const GUIDANCE: f32 = 5.0;
 
 fn gpu() -> Gpu {
-    Gpu::new(&GpuOptions::default()).expect("a GPU adapter (without a GPU: apt-get install -y mesa-vulkan-drivers)")
+    Gpu::new(&GpuOptions::default())
+        .expect("a GPU adapter (without a GPU: apt-get install -y mesa-vulkan-drivers)")
 }
 
 fn request(prompt: &str, seed: u64) -> GenerateRequest {
@@ -66,13 +67,18 @@ fn demo_model_follows_prompts_and_ras_keeps_the_image() {
     let (dense_score, ras_score) = (dense_ok as f64 / n, ras_ok as f64 / n);
     let mean_ssim = ssim.iter().sum::<f64>() / n;
     let min_ssim = ssim.iter().copied().fold(f64::INFINITY, f64::min);
-    eprintln!("adherence dense {dense_score:.3} ras {ras_score:.3}; SSIM mean {mean_ssim:.3} min {min_ssim:.3}");
+    eprintln!(
+        "adherence dense {dense_score:.3} ras {ras_score:.3}; SSIM mean {mean_ssim:.3} min {min_ssim:.3}"
+    );
     assert!(dense_score >= 0.9, "dense adherence {dense_score:.3} < 0.9");
     assert!(
         (dense_score - ras_score).abs() <= 0.05,
         "RAS adherence {ras_score:.3} vs dense {dense_score:.3}"
     );
-    assert!(mean_ssim >= 0.85, "mean SSIM of RAS vs dense {mean_ssim:.3} < 0.85");
+    assert!(
+        mean_ssim >= 0.85,
+        "mean SSIM of RAS vs dense {mean_ssim:.3} < 0.85"
+    );
 }
 
 #[test]

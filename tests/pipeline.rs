@@ -85,10 +85,10 @@ fn prompt_embeddings_match_diffusers() {
         for (prompt, key) in [(&req.prompt, ""), (&req.negative_prompt, "negative_")] {
             let prompts = vec![prompt.as_str(); req.num_images];
             let out = text.encode(&gpu, &prompts, req.max_sequence_length, 80).unwrap();
-            for (got, what) in [
-                (&out.embeds, "prompt_embeds"),
-                (&out.pooled, "pooled_prompt_embeds"),
-            ] {
+            // Without T5 its zero rows are kept once, standing for all of them.
+            assert_eq!(out.text_weights.is_some(), name == "no_t5");
+            let embeds = out.expanded(&gpu).unwrap();
+            for (got, what) in [(&embeds, "prompt_embeds"), (&out.pooled, "pooled_prompt_embeds")] {
                 let (want, shape) = tensor(name, "expected.safetensors", &format!("{key}{what}"));
                 assert_eq!(got.shape(), &shape[..], "{name} {key}{what}");
                 let err = rel_err(&gpu.read_f32(got).unwrap(), &want);
@@ -269,4 +269,52 @@ fn bad_requests_fail_before_any_work() {
         .expect("not cached")
         .to_string();
     assert!(msg.contains("Hugging Face cache"), "{msg}");
+}
+
+#[test]
+fn repeated_text_rows_computed_once_give_the_same_output() {
+    use ras::models::sd3::{Sd3Inputs, Sd3Transformer};
+    let gpu = gpu();
+    let model = Sd3Transformer::load_dir(&gpu, &fixture("model/transformer")).unwrap();
+    let (b, c, h, w, j) = (2, 16, 10, 12, 80);
+    let (distinct, copies) = (9, 40);
+    let noise = |n: usize, k: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + k) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    };
+    let latents = gpu.upload_f32(&noise(b * c * h * w, 1), &[b, c, h, w]).unwrap();
+    let pooled = gpu.upload_f32(&noise(b * 56, 2), &[b, 56]).unwrap();
+    // Per batch row: 9 distinct rows, then one row repeated 40 times.
+    let head = noise(b * distinct * j, 3);
+    let tail = noise(b * j, 4);
+    let (mut full, mut compact) = (Vec::new(), Vec::new());
+    for r in 0..b {
+        full.extend_from_slice(&head[r * distinct * j..][..distinct * j]);
+        compact.extend_from_slice(&head[r * distinct * j..][..distinct * j]);
+        for _ in 0..copies {
+            full.extend_from_slice(&tail[r * j..][..j]);
+        }
+        compact.extend_from_slice(&tail[r * j..][..j]);
+    }
+    let full = gpu.upload_f32(&full, &[b, distinct + copies, j]).unwrap();
+    let compact = gpu.upload_f32(&compact, &[b, distinct + 1, j]).unwrap();
+    let mut weights = vec![1.0; distinct];
+    weights.push(copies as f32);
+    let run = |ctx, text_weights| {
+        let inputs = Sd3Inputs {
+            hidden_states: &latents,
+            encoder_hidden_states: ctx,
+            pooled_projections: &pooled,
+            timestep: &[300.0, 800.0],
+            text_weights,
+        };
+        gpu.read_f32(&model.forward(&gpu, &inputs).unwrap()).unwrap()
+    };
+    let want = run(&full, None);
+    let got = run(&compact, Some(&weights[..]));
+    let err = rel_err(&got, &want);
+    assert!(err < 1e-5, "compacted text rows: {err:.3e}");
+    // Without the weights the compacted call is a different model input.
+    assert!(rel_err(&run(&compact, None), &want) > 1e-3);
 }

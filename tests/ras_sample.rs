@@ -71,6 +71,7 @@ fn sparse_forward_matches_dense_on_active_tokens() {
         encoder_hidden_states: &m.ctx,
         pooled_projections: &m.pooled,
         timestep: &m.t,
+        text_weights: None,
     };
     let (b, n, l) = m.model.token_counts(&inputs).unwrap();
     let dense = m.model.forward(&gpu, &inputs).unwrap();

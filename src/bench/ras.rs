@@ -58,6 +58,7 @@ pub fn bench_ras(
             latents: &latents,
             prompt_embeds: &ctx,
             pooled_prompt_embeds: &pooled,
+            text_weights: None,
             negative_prompt_embeds: Some(&neg_ctx),
             negative_pooled_prompt_embeds: Some(&neg_pooled),
             steps,

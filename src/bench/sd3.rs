@@ -29,6 +29,7 @@ pub fn bench_sd3(gpu: &Gpu, layers: usize, size: usize, batch: usize, reps: usiz
         encoder_hidden_states: &ctx,
         pooled_projections: &pooled,
         timestep: &t,
+        text_weights: None,
     };
     let seconds = time(gpu, reps, || model.forward(gpu, &inputs))?;
     Ok(Figure {

@@ -164,7 +164,13 @@ impl Gpu {
         if let Some(msg) = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Err(Error::DeviceLost { message: msg.clone() });
         }
-        match self.inner.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self
+            .inner
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             Some(message) => Err(Error::Validation {
                 context: "earlier GPU work (an error outside any error scope)".into(),
                 message,

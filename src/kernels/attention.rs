@@ -1,5 +1,5 @@
 //! Attention (`shaders/attention.wgsl`): `softmax(Q·Kᵀ·scale [+ bias] [+ key
-//! mask] [+ causal mask])·V` per batch and head with an online softmax, so
+//! bias] [+ causal mask])·V` per batch and head with an online softmax, so
 //! memory stays linear in the sequence lengths. Grouped-query heads and
 //! strided views (Q, K and V as slices of one fused projection) are
 //! supported.
@@ -44,8 +44,9 @@ struct AttentionParams {
 /// Everything about an attention call beyond Q, K and V.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionOptions<'a> {
-    /// u32 key mask `[B, Lk]`: 1 attend, 0 masked.
-    pub mask: Option<&'a Tensor>,
+    /// f32 `[B, Lk]` added to every query's score of key `j`: −∞ masks the
+    /// key, `ln m` weighs it as `m` identical keys.
+    pub key_bias: Option<&'a Tensor>,
     /// Causal masking with this offset: query `i` sees keys `j <= i + offset`
     /// (0 for self-attention).
     pub causal: Option<usize>,
@@ -60,7 +61,7 @@ impl AttentionOptions<'_> {
     /// No mask, no bias, not causal.
     pub fn scale(scale: f32) -> Self {
         AttentionOptions {
-            mask: None,
+            key_bias: None,
             causal: None,
             bias: None,
             scale,
@@ -149,26 +150,26 @@ pub fn attention_flops(b: usize, lq: usize, lk: usize, hq: usize, d: usize) -> f
     4.0 * b as f64 * lq as f64 * lk as f64 * hq as f64 * d as f64
 }
 
-/// `softmax(Q·Kᵀ·scale [+ mask])·V` for contiguous `q [B, Lq, Hq, D]`,
-/// `k`, `v [B, Lk, Hkv, D]` and an optional u32 key mask `[B, Lk]`
-/// (1 attend, 0 masked). Returns `[B, Lq, Hq, D]`. Query head `h` reads kv
+/// `softmax(Q·Kᵀ·scale [+ key_bias])·V` for contiguous `q [B, Lq, Hq, D]`,
+/// `k`, `v [B, Lk, Hkv, D]` and an optional f32 key bias `[B, Lk]` (−∞
+/// masks a key). Returns `[B, Lq, Hq, D]`. Query head `h` reads kv
 /// head `h / (Hq / Hkv)`. The usual `scale` is `1 / sqrt(D)`. D ≤ 512.
 pub fn attention(
     gpu: &Gpu,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: Option<&Tensor>,
+    key_bias: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
     let opts = AttentionOptions {
-        mask,
+        key_bias,
         ..AttentionOptions::scale(scale)
     };
     attention_with(gpu, q, k, v, &opts)
 }
 
-/// [`attention`] with every option: key mask, causal mask, additive bias.
+/// [`attention`] with every option: key bias, causal mask, additive bias.
 pub fn attention_with(
     gpu: &Gpu,
     q: &Tensor,
@@ -192,11 +193,11 @@ pub fn attention_views(
     q: HeadsView<'_>,
     k: HeadsView<'_>,
     v: HeadsView<'_>,
-    mask: Option<&Tensor>,
+    key_bias: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
     let opts = AttentionOptions {
-        mask,
+        key_bias,
         ..AttentionOptions::scale(scale)
     };
     attention_views_with(gpu, q, k, v, &opts)
@@ -211,7 +212,7 @@ pub fn attention_views_with(
     opts: &AttentionOptions<'_>,
 ) -> Result<Tensor> {
     let &AttentionOptions {
-        mask,
+        key_bias,
         causal,
         bias,
         scale,
@@ -256,13 +257,13 @@ pub fn attention_views_with(
             ),
         ));
     }
-    if let Some(m) = mask {
-        expect_dtype(OP, m, &[DType::U32])?;
+    if let Some(m) = key_bias {
+        expect_dtype(OP, m, &[DType::F32])?;
         if m.shape() != [k.batch, k.len] {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "mask must be [batch, keys] = {:?}, got {:?}",
+                    "key bias must be [batch, keys] = {:?}, got {:?}",
                     [k.batch, k.len],
                     m.shape()
                 ),
@@ -322,13 +323,13 @@ pub fn attention_views_with(
         .template("MAX_D_PLACEHOLDER", max_d as u32)
         .constant("D", q.head_dim as u32)
         .constant("WG", WG as u32)
-        .constant("MASKED", mask.is_some() as u32)
+        .constant("KEY_BIASED", key_bias.is_some() as u32)
         .constant("CAUSAL", causal.is_some() as u32)
         .constant("BIASED", bias.is_some() as u32)
         .constant("ALIGNED", aligned as u32);
-    // Without a mask (bias) the shader never reads binding 3 (4); any
+    // Without a key bias (bias) the shader never reads binding 3 (4); any
     // buffer fills it.
-    let mask_arg = match mask {
+    let key_bias_arg = match key_bias {
         Some(m) => m.arg()?,
         None => q.tensor.arg()?,
     };
@@ -342,7 +343,7 @@ pub fn attention_views_with(
             q.tensor.arg()?,
             k.tensor.arg()?,
             v.tensor.arg()?,
-            mask_arg,
+            key_bias_arg,
             bias_arg,
         ],
         &[out.arg()?],

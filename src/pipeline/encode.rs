@@ -12,10 +12,37 @@ use crate::text::{ClipTokenizer, T5Tokenizer, CLIP_MAX_LEN};
 
 use super::model_dir::ModelDir;
 
-/// `[B, 77 + max_sequence_length, joint_dim]` and `[B, pooled_dim]`.
+/// `[B, 77 + max_sequence_length, joint_dim]` and `[B, pooled_dim]`; without
+/// T5 the identical zero rows are kept once, as `[B, 77 + 1, joint_dim]`
+/// with `text_weights` saying how many rows each stands for.
 pub struct PromptEmbeds {
     pub embeds: Tensor,
     pub pooled: Tensor,
+    pub text_weights: Option<Vec<f32>>,
+}
+
+impl PromptEmbeds {
+    /// The embeddings with every row repeated as often as it stands for
+    /// (what diffusers' `encode_prompt` returns).
+    pub fn expanded(&self, gpu: &Gpu) -> Result<Tensor> {
+        let Some(w) = &self.text_weights else {
+            return Ok(self.embeds.clone());
+        };
+        let &[b, l, d] = self.embeds.shape() else {
+            return Err(Error::shape("expanded", "embeddings must be [B, L, D]"));
+        };
+        let values = gpu.read_f32(&self.embeds)?;
+        let total: usize = w.iter().map(|&m| m as usize).sum();
+        let mut out = Vec::with_capacity(b * total * d);
+        for r in 0..b {
+            for (t, &m) in w.iter().enumerate() {
+                for _ in 0..m as usize {
+                    out.extend_from_slice(&values[(r * l + t) * d..][..d]);
+                }
+            }
+        }
+        gpu.upload_f32(&out, &[b, total, d])
+    }
 }
 
 /// The three tokenizers and text encoders of an SD3 folder.
@@ -97,9 +124,11 @@ impl TextEncoders {
                     .collect::<Result<Vec<_>>>()?;
                 gpu.read_f32(&model.forward(gpu, &ids)?)?
             }
-            None => vec![0.0; b * s * joint_dim],
+            None => vec![0.0; b * joint_dim],
         };
-        let len = CLIP_MAX_LEN + s;
+        // Without T5 its s zero rows are one row standing for s.
+        let t5_rows = if self.t5.is_some() { s } else { 1 };
+        let len = CLIP_MAX_LEN + t5_rows;
         let mut embeds = vec![0.0f32; b * len * joint_dim];
         let mut pooled = Vec::with_capacity(b * (pl + pg));
         for r in 0..b {
@@ -108,14 +137,19 @@ impl TextEncoders {
                 row[..dl].copy_from_slice(&l_states[(r * CLIP_MAX_LEN + t) * dl..][..dl]);
                 row[dl..dl + dg].copy_from_slice(&g_states[(r * CLIP_MAX_LEN + t) * dg..][..dg]);
             }
-            embeds[(r * len + CLIP_MAX_LEN) * joint_dim..][..s * joint_dim]
-                .copy_from_slice(&t5_states[r * s * joint_dim..][..s * joint_dim]);
+            embeds[(r * len + CLIP_MAX_LEN) * joint_dim..][..t5_rows * joint_dim]
+                .copy_from_slice(&t5_states[r * t5_rows * joint_dim..][..t5_rows * joint_dim]);
             pooled.extend_from_slice(&l_pooled[r * pl..][..pl]);
             pooled.extend_from_slice(&g_pooled[r * pg..][..pg]);
         }
         Ok(PromptEmbeds {
             embeds: gpu.upload_f32(&embeds, &[b, len, joint_dim])?,
             pooled: gpu.upload_f32(&pooled, &[b, pl + pg])?,
+            text_weights: self.t5.is_none().then(|| {
+                let mut w = vec![1.0; CLIP_MAX_LEN];
+                w.push(s as f32);
+                w
+            }),
         })
     }
 }

@@ -48,6 +48,7 @@ pub fn sample_files(
         latents: &latents,
         prompt_embeds: &prompt_embeds,
         pooled_prompt_embeds: &pooled_prompt_embeds,
+        text_weights: None,
         negative_prompt_embeds: negative_prompt_embeds.as_ref(),
         negative_pooled_prompt_embeds: negative_pooled_prompt_embeds.as_ref(),
         steps: job.steps,

@@ -226,6 +226,7 @@ impl Pipeline {
             latents: &latents,
             prompt_embeds: &cond.embeds,
             pooled_prompt_embeds: &cond.pooled,
+            text_weights: cond.text_weights.as_deref(),
             negative_prompt_embeds: uncond.as_ref().map(|u| &u.embeds),
             negative_pooled_prompt_embeds: uncond.as_ref().map(|u| &u.pooled),
             steps: req.steps,
@@ -276,10 +277,12 @@ impl Pipeline {
             PromptEmbeds {
                 embeds: half(&both.embeds, true)?,
                 pooled: half(&both.pooled, true)?,
+                text_weights: both.text_weights.clone(),
             },
             Some(PromptEmbeds {
                 embeds: half(&both.embeds, false)?,
                 pooled: half(&both.pooled, false)?,
+                text_weights: both.text_weights.clone(),
             }),
         ))
     }

@@ -22,6 +22,9 @@ pub struct SampleRequest<'a> {
     /// `[B, L, joint_attention_dim]` and `[B, pooled_projection_dim]`.
     pub prompt_embeds: &'a Tensor,
     pub pooled_prompt_embeds: &'a Tensor,
+    /// Copies each prompt-embedding row stands for (see
+    /// `Sd3Inputs::text_weights`); the same for the negative prompt.
+    pub text_weights: Option<&'a [f32]>,
     /// Required when `guidance > 1` (classifier-free guidance).
     pub negative_prompt_embeds: Option<&'a Tensor>,
     pub negative_pooled_prompt_embeds: Option<&'a Tensor>,
@@ -87,6 +90,7 @@ fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub struct Denoiser {
     ctx: Tensor,
     pooled: Tensor,
+    text_weights: Option<Vec<f32>>,
     guidance: Option<f32>,
     ras: RasConfig,
     batch: usize,
@@ -150,6 +154,7 @@ impl Denoiser {
             kv_cache_bytes: 0,
             ctx,
             pooled,
+            text_weights: req.text_weights.map(<[f32]>::to_vec),
         })
     }
 
@@ -184,6 +189,7 @@ impl Denoiser {
             encoder_hidden_states: &self.ctx,
             pooled_projections: &self.pooled,
             timestep: &timestep,
+            text_weights: self.text_weights.as_deref(),
         };
         let (plan, active_tokens) = match kind {
             StepKind::Dense { refresh } => {

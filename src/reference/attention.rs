@@ -16,8 +16,8 @@ pub struct Dims {
 /// `kernels::attention::AttentionOptions`).
 #[derive(Clone, Copy, Debug)]
 pub struct Options<'a> {
-    /// `[b, lk]`, nonzero to attend.
-    pub mask: Option<&'a [u32]>,
+    /// `[b, lk]`, added to every query's score of the key; −∞ masks it.
+    pub key_bias: Option<&'a [f32]>,
     /// Query `i` sees keys `j <= i + offset`.
     pub causal: Option<usize>,
     /// `[hq, lq, lk]`, added to the scaled scores.
@@ -25,11 +25,11 @@ pub struct Options<'a> {
     pub scale: f32,
 }
 
-/// `softmax(Q·Kᵀ·scale)·V` over the keys with `mask[b * lk + j] != 0` (all
-/// keys without a mask); a query with no such key gives 0.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u32]>, n: Dims, scale: f32) -> Vec<f32> {
+/// `softmax(Q·Kᵀ·scale + key_bias[b, j])·V` over the keys whose key bias
+/// is not −∞; a query with no such key gives 0.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], key_bias: Option<&[f32]>, n: Dims, scale: f32) -> Vec<f32> {
     let opts = Options {
-        mask,
+        key_bias,
         causal: None,
         bias: None,
         scale,
@@ -37,12 +37,12 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u32]>, n: Dims,
     attention_with(q, k, v, &opts, n)
 }
 
-/// `softmax(Q·Kᵀ·scale + bias[h, i, j])·V` over the keys `j` with
-/// `mask[b * lk + j] != 0` and, when causal, `j <= i + offset`; a query
-/// with no such key gives 0.
+/// `softmax(Q·Kᵀ·scale + bias[h, i, j] + key_bias[b, j])·V` over the keys
+/// `j` whose key bias is not −∞ and, when causal, `j <= i + offset`; a
+/// query with no such key gives 0.
 pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], opts: &Options, n: Dims) -> Vec<f32> {
     let &Options {
-        mask,
+        key_bias,
         causal,
         bias,
         scale,
@@ -65,7 +65,8 @@ pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], opts: &Options, n: Dims) 
                 let qrow = &q[((bi * lq + i) * hq + h) * d..][..d];
                 let kv_row = |j: usize| ((bi * lk + j) * hkv + g) * d;
                 let attend = |j: usize| {
-                    mask.is_none_or(|m| m[bi * lk + j] != 0) && causal.is_none_or(|off| j <= i + off)
+                    key_bias.is_none_or(|m| m[bi * lk + j] != f32::NEG_INFINITY)
+                        && causal.is_none_or(|off| j <= i + off)
                 };
                 let mut max = f64::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
@@ -76,7 +77,8 @@ pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], opts: &Options, n: Dims) 
                         .map(|(&x, &y)| x as f64 * y as f64)
                         .sum::<f64>()
                         * scale as f64
-                        + bias.map_or(0.0, |b| b[(h * lq + i) * lk + j] as f64);
+                        + bias.map_or(0.0, |b| b[(h * lq + i) * lk + j] as f64)
+                        + key_bias.map_or(0.0, |m| m[bi * lk + j].max(f32::MIN) as f64);
                     if attend(j) {
                         max = max.max(*s);
                     }

@@ -19,7 +19,7 @@ fn dims(b: usize, lq: usize, lk: usize, hq: usize, hkv: usize, d: usize) -> Dims
 
 /// Runs one attention on fresh inputs (Q scaled by `q_gain` to sharpen the
 /// softmax) and checks it against the reference; returns the output.
-fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[u32]>, q_gain: f32) -> Vec<f32> {
+fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[f32]>, q_gain: f32) -> Vec<f32> {
     let q: Vec<f32> = randn(rng, n.b * n.lq * n.hq * n.d)
         .iter()
         .map(|x| x * q_gain)
@@ -30,12 +30,12 @@ fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[u32]>, 
     let qt = gpu.upload_f32(&q, &[n.b, n.lq, n.hq, n.d]).unwrap();
     let kt = gpu.upload_f32(&k, &[n.b, n.lk, n.hkv, n.d]).unwrap();
     let vt = gpu.upload_f32(&v, &[n.b, n.lk, n.hkv, n.d]).unwrap();
-    let mt = mask.map(|m| gpu.upload_u32(m, &[n.b, n.lk]).unwrap());
+    let mt = mask.map(|m| gpu.upload_f32(m, &[n.b, n.lk]).unwrap());
     let out = attention::attention(gpu, &qt, &kt, &vt, mt.as_ref(), scale).unwrap();
     assert_eq!(out.shape(), [n.b, n.lq, n.hq, n.d]);
     let got = gpu.read_f32(&out).unwrap();
     let want = reference::attention(&q, &k, &v, mask, n, scale);
-    let masked = if mask.is_some() { " masked" } else { "" };
+    let masked = if mask.is_some() { " key bias" } else { "" };
     check(
         &format!("attention {n:?} gain {q_gain}{masked}"),
         &got,
@@ -49,7 +49,7 @@ fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[u32]>, 
 /// What [`run_with`] applies beyond plain attention.
 #[derive(Clone, Copy)]
 struct Extras<'a> {
-    mask: Option<&'a [u32]>,
+    mask: Option<&'a [f32]>,
     causal: Option<usize>,
     bias: Option<&'a [f32]>,
     scale: Option<f32>,
@@ -71,10 +71,10 @@ fn run_with(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, x: Extras) -> Vec
     let qt = gpu.upload_f32(&q, &[n.b, n.lq, n.hq, n.d]).unwrap();
     let kt = gpu.upload_f32(&k, &[n.b, n.lk, n.hkv, n.d]).unwrap();
     let vt = gpu.upload_f32(&v, &[n.b, n.lk, n.hkv, n.d]).unwrap();
-    let mt = x.mask.map(|m| gpu.upload_u32(m, &[n.b, n.lk]).unwrap());
+    let mt = x.mask.map(|m| gpu.upload_f32(m, &[n.b, n.lk]).unwrap());
     let bt = x.bias.map(|b| gpu.upload_f32(b, &[n.hq, n.lq, n.lk]).unwrap());
     let opts = AttentionOptions {
-        mask: mt.as_ref(),
+        key_bias: mt.as_ref(),
         causal: x.causal,
         bias: bt.as_ref(),
         scale,
@@ -83,7 +83,7 @@ fn run_with(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, x: Extras) -> Vec
     assert_eq!(out.shape(), [n.b, n.lq, n.hq, n.d]);
     let got = gpu.read_f32(&out).unwrap();
     let ref_opts = Options {
-        mask: x.mask,
+        key_bias: x.mask,
         causal: x.causal,
         bias: x.bias,
         scale,
@@ -121,17 +121,31 @@ fn attention_matches_reference() {
     run(&gpu, &mut rng, seed, dims(1, 40, 100, 2, 2, 64), None, 8.0);
 }
 
+/// A key bias: each key kept with probability `keep`, with a bias in
+/// [ln 0.5, ln 300] (weights as for up to 300 identical keys); −∞ otherwise.
+fn key_bias(rng: &mut SmallRng, len: usize, keep: f64) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            if rng.random_bool(keep) {
+                rng.random_range(0.5f32..300.0).ln()
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn attention_key_mask() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
     let n = dims(3, 21, 77, 4, 2, 32);
-    let mut mask: Vec<u32> = (0..n.b * n.lk).map(|_| rng.random_bool(0.6) as u32).collect();
+    let mut mask = key_bias(&mut rng, n.b * n.lk, 0.6);
     // Batch 1: every key masked, so every query of it must give exactly 0.
-    mask[n.lk..2 * n.lk].fill(0);
+    mask[n.lk..2 * n.lk].fill(f32::NEG_INFINITY);
     // Batch 2: a single key survives, in a ragged last block.
-    mask[2 * n.lk..].fill(0);
-    mask[3 * n.lk - 2] = 1;
+    mask[2 * n.lk..].fill(f32::NEG_INFINITY);
+    mask[3 * n.lk - 2] = 0.5;
     let got = run(&gpu, &mut rng, seed, n, Some(&mask), 2.0);
     let per_batch = n.lq * n.hq * n.d;
     assert!(
@@ -236,13 +250,13 @@ fn attention_rejects_bad_shapes() {
     assert!(e.contains("got [2, 4, 5, 7]"), "{e}");
     let e = with_bias(&gpu.upload_u32(&[0; 140], &[4, 5, 7]).unwrap());
     assert!(e.contains("unsupported dtype u32"), "{e}");
-    let e = err(&q, &k, &v, Some(&gpu.upload_u32(&[1; 14], &[2, 7, 1]).unwrap()));
+    let e = err(&q, &k, &v, Some(&zeros(&gpu, &[2, 7, 1])));
     assert!(
-        e.contains("mask must be [batch, keys] = [2, 7], got [2, 7, 1]"),
+        e.contains("key bias must be [batch, keys] = [2, 7], got [2, 7, 1]"),
         "{e}"
     );
-    let e = err(&q, &k, &v, Some(&zeros(&gpu, &[2, 7])));
-    assert!(e.contains("unsupported dtype f32"), "{e}");
+    let e = err(&q, &k, &v, Some(&gpu.upload_u32(&[1; 14], &[2, 7]).unwrap()));
+    assert!(e.contains("unsupported dtype u32"), "{e}");
     let e = err(
         &q,
         &zeros(&gpu, &[2, 0, 2, 16]),
@@ -299,9 +313,9 @@ fn attention_causal_with_key_mask() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
     let n = dims(2, 30, 30, 3, 3, 16);
-    let mut mask: Vec<u32> = (0..n.b * n.lk).map(|_| rng.random_bool(0.7) as u32).collect();
+    let mut mask = key_bias(&mut rng, n.b * n.lk, 0.7);
     // Batch 1: keys 0..5 masked, so its queries 0..5 see no key at all.
-    mask[n.lk..n.lk + 5].fill(0);
+    mask[n.lk..n.lk + 5].fill(f32::NEG_INFINITY);
     let x = Extras {
         mask: Some(&mask),
         causal: Some(0),
@@ -333,7 +347,7 @@ fn attention_bias() {
         };
         run_with(&gpu, &mut rng, seed, n, x);
         // Everything at once.
-        let mask: Vec<u32> = (0..n.b * n.lk).map(|_| rng.random_bool(0.8) as u32).collect();
+        let mask = key_bias(&mut rng, n.b * n.lk, 0.8);
         let x = Extras {
             mask: Some(&mask),
             causal: Some(n.lk - n.lq.min(n.lk)),

@@ -171,6 +171,7 @@ impl JointBlock {
         cond: &Tensor,
         plan: &TokenPlan,
         kv: Option<&(Tensor, Tensor)>,
+        key_bias: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, n, nq, l) = (plan.batch, plan.n_img, plan.n_q, plan.n_txt);
         let (h, dh) = (self.heads, self.head_dim);
@@ -232,7 +233,7 @@ impl JointBlock {
             &heads(&q, lq)?,
             &heads(k, n + l)?,
             &heads(v, n + l)?,
-            None,
+            key_bias,
             1.0 / (dh as f32).sqrt(),
         )?;
         let a = a.reshape(&[b * lq, d])?; // [B·Lq, D]

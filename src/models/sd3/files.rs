@@ -25,6 +25,7 @@ pub fn forward_files(gpu: &Gpu, model: &Sd3Transformer, inputs: &Path, output: &
         encoder_hidden_states: &encoder_hidden_states,
         pooled_projections: &pooled_projections,
         timestep: &t,
+        text_weights: None,
     };
     let sample = model.forward(gpu, &inputs)?;
     save(

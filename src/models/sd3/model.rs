@@ -29,6 +29,12 @@ pub struct Sd3Inputs<'a> {
     pub pooled_projections: &'a Tensor,
     /// Timesteps on diffusers' 0–1000 scale, one per batch element.
     pub timestep: &'a [f32],
+    /// How many identical copies each text token stands for (`[L]`, all
+    /// batch rows); `None` = one each. Identical text rows stay identical
+    /// through every block (text tokens have no position), so m copies can
+    /// be computed once and weighed by ln m in attention: exact, and the
+    /// 256 zero T5 rows of a T5-less prompt become one.
+    pub text_weights: Option<&'a [f32]>,
 }
 
 pub struct Sd3Transformer {
@@ -132,9 +138,11 @@ impl Sd3Transformer {
         let cond = unary(gpu, Unary::Silu, &temb)?; // [B, D]
                                                     // 3. text tokens
         let mut c = self.context_embedder.forward(gpu, inputs.encoder_hidden_states)?; // [B, L, D]
-                                                                                       // 4. joint blocks
+        let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
+                                                                          // 4. joint blocks
         for (i, block) in self.blocks.iter().enumerate() {
-            let (nx, nc) = block.forward(gpu, &x, &c, &cond, plan, cache.map(|c| &c.layers[i]))?;
+            let layer_cache = cache.map(|c| &c.layers[i]);
+            let (nx, nc) = block.forward(gpu, &x, &c, &cond, plan, layer_cache, key_bias.as_ref())?;
             x = nx;
             if let Some(nc) = nc {
                 c = nc;
@@ -154,6 +162,30 @@ impl Sd3Transformer {
             None => y,
         }; // [B, N, p·p·C_out]
         unpatchify(gpu, &y, cfg.out_channels(), h, w, p) // [B, C_out, H, W]
+    }
+
+    /// Attention key bias `[B, N + L]`: 0 for image keys, ln m for a text
+    /// key standing for m identical rows.
+    fn key_bias(
+        &self,
+        gpu: &Gpu,
+        b: usize,
+        n: usize,
+        l: usize,
+        weights: Option<&[f32]>,
+    ) -> Result<Option<Tensor>> {
+        let Some(w) = weights else {
+            return Ok(None);
+        };
+        if w.len() != l || w.iter().any(|&m| !(m >= 1.0 && m.is_finite())) {
+            return Err(Error::Invalid(format!(
+                "text_weights must hold {l} finite values ≥ 1 (one per text token)"
+            )));
+        }
+        let row: Vec<f32> = std::iter::repeat_n(0.0, n)
+            .chain(w.iter().map(|m| m.ln()))
+            .collect();
+        gpu.upload_f32(&row.repeat(b), &[b, n + l]).map(Some)
     }
 
     /// A K/V cache for `batch` rows of `n_img` image and `n_txt` text tokens.
