@@ -110,6 +110,15 @@ fn project_into(
     }
 }
 
+/// Where a block's keys and values go, and their attention bias.
+#[derive(Clone, Copy, Default)]
+pub struct Keys<'a> {
+    /// This layer's K/V cache; scratch buffers when `None`.
+    pub cache: Option<&'a (Tensor, Tensor)>,
+    /// Per-key bias `[B, N + L]` (see `Sd3Inputs::text_weights`).
+    pub bias: Option<&'a Tensor>,
+}
+
 pub struct JointBlock {
     norm1: Linear,
     norm1_context: Linear,
@@ -170,9 +179,12 @@ impl JointBlock {
         c: &Tensor,
         cond: &Tensor,
         plan: &TokenPlan,
-        kv: Option<&(Tensor, Tensor)>,
-        key_bias: Option<&Tensor>,
+        keys: Keys,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let Keys {
+            cache: kv,
+            bias: key_bias,
+        } = keys;
         let (b, n, nq, l) = (plan.batch, plan.n_img, plan.n_q, plan.n_txt);
         let (h, dh) = (self.heads, self.head_dim);
         let d = h * dh;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::block::{JointBlock, LN_EPS};
+use super::block::{JointBlock, Keys, LN_EPS};
 use super::config::Sd3Config;
 use super::embed::{PatchEmbed, TimeTextEmbed};
 use super::tokens::{KvCache, TokenPlan};
@@ -141,8 +141,11 @@ impl Sd3Transformer {
         let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
                                                                           // 4. joint blocks
         for (i, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.map(|c| &c.layers[i]);
-            let (nx, nc) = block.forward(gpu, &x, &c, &cond, plan, layer_cache, key_bias.as_ref())?;
+            let keys = Keys {
+                cache: cache.map(|c| &c.layers[i]),
+                bias: key_bias.as_ref(),
+            };
+            let (nx, nc) = block.forward(gpu, &x, &c, &cond, plan, keys)?;
             x = nx;
             if let Some(nc) = nc {
                 c = nc;
