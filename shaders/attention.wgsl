@@ -30,8 +30,10 @@
 // softmax uses exp2. Those two MAX_D-entry private arrays make lavapipe take
 // ~5 s to compile a variant with MAX_D = 128 (Mesa's disk cache keeps it
 // afterwards). WGSL array sizes cannot be overrides, so MAX_D is a template
-// token (src/gpu/shaders.rs): 128, or 512 for head dims above 128 (lavapipe
-// takes ~2 min to compile each pipeline of that variant).
+// token (src/gpu/shaders.rs). Head dims above 128 do not come here: their
+// scores are a matrix product and this kernel only applies the softmax to
+// them (kernels/attention.rs, `attention_wide`); a 512-entry variant took
+// lavapipe ~2 min to compile and lost the device on an NVIDIA H100.
 //
 // Bindings: 0 q (f32), 1 k, 2 v (f32 read as vec4), 3 key_bias (f32 [B, Lk];
 // any buffer when KEY_BIASED = 0), 4 bias (f32 [Hq, Lq, Lk]; any buffer when
@@ -69,7 +71,8 @@ struct Params {
     scale_log2: f32,
     // At most lk, so tq + causal_off + 1 cannot wrap.
     causal_off: u32,
-    pad0: u32,
+    // 1 when the bias [1, Lq, Lk] is shared by every head, else Hq.
+    bias_heads: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -212,7 +215,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         j_end = min(p.lk, lim.w + 1u);
     }
     // Bias rows of the 4 queries.
-    let brow = (vec4(h * p.lq) + tq) * p.lk;
+    let brow = (vec4((h % p.bias_heads) * p.lq) + tq) * p.lk;
 
     for (var j0 = 0u; j0 < j_end; j0 += 8u) {
         // Keys j0 .. j0+7 as two tiles a and b. The ragged last block

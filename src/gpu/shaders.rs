@@ -35,7 +35,7 @@ shader_table![
 /// them. `(kernel, token, values)`; a value is substituted as a u32 literal.
 ///
 /// [`Kernel::template`]: super::Kernel::template
-pub const TEMPLATES: &[(&str, &str, &[u32])] = &[("attention", "MAX_D_PLACEHOLDER", &[128, 512])];
+pub const TEMPLATES: &[(&str, &str, &[u32])] = &[("attention", "MAX_D_PLACEHOLDER", &[128])];
 
 /// The full source of kernel `name` as the device compiles it, with each
 /// template token replaced by its value in `subs`. None when there is no

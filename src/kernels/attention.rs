@@ -6,15 +6,16 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::elementwise::scale;
+use super::linear::linear;
+use super::rows::{gather, scatter, Indices};
 use super::{expect_dtype, groups, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
 
-/// Largest head dimension of the default shader variant (`MAX_D` = 128).
-const SMALL_HEAD_DIM: usize = 128;
-/// Largest head dimension supported: the shader variant with `MAX_D` = 512,
-/// compiled only for head dims above [`SMALL_HEAD_DIM`].
-pub const MAX_HEAD_DIM: usize = 512;
+/// Largest head dimension the shader holds in registers (`MAX_D`); wider
+/// single heads take [`attention_wide`].
+pub const MAX_HEAD_DIM: usize = 128;
 /// Queries per invocation, fixed by the shader's 4×4 tiles.
 const QPT: usize = 4;
 /// Invocations per workgroup (`WG`).
@@ -38,7 +39,8 @@ struct AttentionParams {
     q_blocks: u32,
     scale_log2: f32,
     causal_off: u32,
-    pad: [u32; 3],
+    bias_heads: u32,
+    pad: [u32; 2],
 }
 
 /// Everything about an attention call beyond Q, K and V.
@@ -249,13 +251,7 @@ pub fn attention_views_with(
         ));
     }
     if q.head_dim > MAX_HEAD_DIM {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "head dim {} is above the supported maximum {MAX_HEAD_DIM}",
-                q.head_dim
-            ),
-        ));
+        return attention_wide(gpu, q, k, v, opts);
     }
     if let Some(m) = key_bias {
         expect_dtype(OP, m, &[DType::F32])?;
@@ -272,11 +268,12 @@ pub fn attention_views_with(
     }
     if let Some(bias) = bias {
         expect_dtype(OP, bias, &[DType::F32])?;
-        if bias.shape() != [q.heads, q.len, k.len] {
+        let shared = bias.shape() == [1, q.len, k.len];
+        if bias.shape() != [q.heads, q.len, k.len] && !shared {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "bias must be [query heads, queries, keys] = {:?}, got {:?}",
+                    "bias must be [query heads or 1, queries, keys] = {:?}, got {:?}",
                     [q.heads, q.len, k.len],
                     bias.shape()
                 ),
@@ -309,18 +306,12 @@ pub fn attention_views_with(
         q_blocks: u32_of(OP, q_blocks)?,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal_off: u32_of(OP, causal_off)?,
-        pad: [0; 3],
+        bias_heads: bias.map_or(1, |b| b.shape()[0] as u32),
+        pad: [0; 2],
     };
     let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], DType::F32)?;
-    // Big head dims take the variant with larger private arrays; the small
-    // one compiles and runs faster.
-    let max_d = if q.head_dim > SMALL_HEAD_DIM {
-        MAX_HEAD_DIM
-    } else {
-        SMALL_HEAD_DIM
-    };
     let kernel = Kernel::new("attention")
-        .template("MAX_D_PLACEHOLDER", max_d as u32)
+        .template("MAX_D_PLACEHOLDER", MAX_HEAD_DIM as u32)
         .constant("D", q.head_dim as u32)
         .constant("WG", WG as u32)
         .constant("KEY_BIASED", key_bias.is_some() as u32)
@@ -350,5 +341,67 @@ pub fn attention_views_with(
         bytemuck::bytes_of(&params),
         groups(q.batch * q.heads * q_blocks, 1)?,
     )?;
+    Ok(out)
+}
+
+/// One head wider than [`MAX_HEAD_DIM`] (the SD3 VAE's mid-block attention:
+/// 512 channels): per batch row, the scores `S = Q·Kᵀ·scale [Lq, Lk]` come
+/// from the linear kernel, and the attention kernel applies the softmax with
+/// `S` as its bias (all-zero queries and keys) to V split into n heads of
+/// `D / n ≤ 128` dims — whose outputs side by side are the D-wide output.
+/// Memory grows with Lq·Lk (the VAE tiles its decode to bound it).
+fn attention_wide(
+    gpu: &Gpu,
+    q: HeadsView,
+    k: HeadsView,
+    v: HeadsView,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    let d = q.head_dim;
+    let plain = opts.key_bias.is_none() && opts.causal.is_none() && opts.bias.is_none();
+    let contiguous = [&q, &k, &v]
+        .iter()
+        .all(|x| x.offset == 0 && x.row_stride == x.heads * x.head_dim);
+    if q.heads != 1 || k.heads != 1 || !plain || !contiguous {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "head dim {d} > {MAX_HEAD_DIM} is supported for one plain head (no masks or bias) \
+                 on contiguous tensors only"
+            ),
+        ));
+    }
+    let n = (d.div_ceil(MAX_HEAD_DIM)..=d)
+        .find(|n| d.is_multiple_of(*n))
+        .unwrap_or(d);
+    let (b, lq, lk) = (q.batch, q.len, k.len);
+    let rows = |start: usize, len: usize| {
+        Indices::upload(gpu, &(start as u32..(start + len) as u32).collect::<Vec<_>>())
+    };
+    let (q2, k2, v2) = (
+        q.tensor.reshape(&[b * lq, d])?,
+        k.tensor.reshape(&[b * lk, d])?,
+        v.tensor.reshape(&[b * lk, d])?,
+    );
+    let zeros_q = gpu.upload_f32(&vec![0.0; lq * d], &[1, lq, n, d / n])?;
+    let zeros_k = gpu.upload_f32(&vec![0.0; lk * d], &[1, lk, n, d / n])?;
+    let out = gpu.empty(&[b, lq, 1, d], DType::F32)?;
+    for bi in 0..b {
+        let (q_rows, k_rows) = (rows(bi * lq, lq)?, rows(bi * lk, lk)?);
+        let scores = linear(
+            gpu,
+            &gather(gpu, &q2, &q_rows)?,
+            &gather(gpu, &k2, &k_rows)?,
+            None,
+        )?;
+        let scores = scale(gpu, &scores, opts.scale)?.reshape(&[1, lq, lk])?;
+        let values = gather(gpu, &v2, &k_rows)?.reshape(&[1, lk, n, d / n])?;
+        let with = AttentionOptions {
+            bias: Some(&scores),
+            ..AttentionOptions::scale(1.0)
+        };
+        let o = attention_with(gpu, &zeros_q, &zeros_k, &values, &with)?; // [1, Lq, n, D / n]
+        scatter(gpu, &o.reshape(&[lq, d])?, &q_rows, &out.reshape(&[b * lq, d])?)?;
+    }
     Ok(out)
 }

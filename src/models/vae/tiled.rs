@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
+use crate::kernels::attention::MAX_HEAD_DIM;
 
 use super::config::VaeConfig;
 use super::decoder::VaeDecoder;
@@ -13,10 +14,17 @@ use super::decoder::VaeDecoder;
 impl VaeConfig {
     /// Bytes of the decoder's largest activation for a `[1, C, h, w]` latent
     /// (each must fit one storage binding): the widest channel count at each
-    /// resolution after an upsample, and the last block at full size.
+    /// resolution after an upsample, the last block at full size, and the
+    /// mid-block attention's `(h·w)²` score matrix when its single head is
+    /// too wide for the fused kernel (SD3: 512 channels).
     pub fn largest_activation_bytes(&self, h: usize, w: usize) -> u64 {
         let rev: Vec<usize> = self.block_out_channels.iter().rev().copied().collect();
         let n = rev.len();
+        let scores = if self.mid_block_add_attention && rev[0] > MAX_HEAD_DIM {
+            ((h * w) * (h * w) * 4) as u64
+        } else {
+            0
+        };
         (0..n)
             .map(|i| {
                 let side = 1 << (i + 1).min(n - 1);
@@ -24,6 +32,7 @@ impl VaeConfig {
             })
             .max()
             .unwrap_or(0)
+            .max(scores)
     }
 }
 
@@ -157,5 +166,30 @@ fn blend_h(a: &Tile, b: &mut Tile, extent: usize) {
                 b.data[i] = left * (1.0 - t) + b.data[i] * t;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sd3_vae() -> VaeConfig {
+        serde_json::from_str(
+            r#"{"latent_channels": 16, "out_channels": 3, "block_out_channels": [128, 256, 512, 512],
+                "layers_per_block": 2, "norm_num_groups": 32, "scaling_factor": 1.5305,
+                "shift_factor": 0.0609, "use_post_quant_conv": false}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sd3_vae_largest_activation() {
+        let cfg = sd3_vae();
+        // 1024²: the third up block's 256 channels at full size, 1 GiB.
+        assert_eq!(cfg.largest_activation_bytes(128, 128), 256 * 1024 * 1024 * 4);
+        // A 40×40 tile: 256 × 320² × 4 = 100 MiB, the scores 1600² × 4 = 9.8 MiB.
+        assert_eq!(cfg.largest_activation_bytes(40, 40), 256 * 320 * 320 * 4);
+        // Past 128×128 the 512-wide attention's scores grow faster (h⁴).
+        assert_eq!(cfg.largest_activation_bytes(160, 160), (160u64 * 160).pow(2) * 4);
     }
 }

@@ -1,0 +1,159 @@
+"""Prompt-adherence evaluation of the ras-demo model (models/train_demo.py).
+
+Generates every held-out prompt of demo_prompts.json with diffusers'
+`StableDiffusion3Pipeline.from_pretrained(folder)` (no T5: model_index.json has
+text_encoder_3 = tokenizer_3 = [null, null]), one fixed seed per prompt (seed + index,
+a CPU torch.Generator, so every device draws the same initial noise), and checks the image.
+
+The checker (`check_image`; its numbers are in demo_palette.json under "checker", so a
+port reads the same ones), on the 8-bit RGB image of W x H pixels:
+  1. background: the per-channel median of all pixels within `border_px` (4) of the image
+     edge; its name is the nearest palette colour (Euclidean distance in RGB 0..255).
+  2. object pixels: the pixels whose RGB distance from that median (not from the palette
+     colour) is greater than `object_threshold` (48). Fewer than `min_object_px` (100) of
+     them: no object (object colour and position are then wrong).
+  3. the object's core: the object pixels whose distance from the background median is
+     at least the median of those distances (the farther half; a blurry edge, a blend of
+     the two colours, or faint background artefacts would otherwise decide the colour of
+     a small object or pull its centroid).
+     object colour: the nearest palette colour to the per-channel median of the core.
+  4. position: the centroid (mean x, mean y of pixel centres, x + 0.5, y + 0.5) of the
+     core; column = min(2, floor(3 x / W)), row = min(2, floor(3 y / H)); the
+     name is that grid cell's (row 0 = top, column 0 = left; "center" is (1, 1)).
+  Medians of an even count are the mean of the two middle values (numpy's median).
+  A prompt passes when the background and the object colour are right and, where the
+  prompt names a position, the position is right too. Shape and size are not checked.
+The score is the fraction of prompts that pass.
+
+Usage:
+  python models/eval_demo.py [models/ras-demo] [--steps 20] [--guidance 5.0] [--seed 0]
+                             [--limit N] [--out-dir out/demo-eval] [--device cpu|cuda]
+  python models/eval_demo.py --check-image some.png [--palette models/ras-demo/demo_palette.json]
+Writes <out-dir>/<index>.png and <out-dir>/eval.json (per prompt: expected, found, pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 5.0
+
+
+def nearest(rgb: np.ndarray, palette: dict) -> str:
+    names = list(palette)
+    cols = np.array([palette[n] for n in names], dtype=np.float64)
+    return names[int(np.argmin(((cols - rgb[None, :]) ** 2).sum(1)))]
+
+
+def check_image(rgb, cfg: dict) -> dict:
+    """Background colour, object colour and grid position of an 8-bit RGB image [H, W, 3]."""
+    img = np.asarray(rgb, dtype=np.float64)[..., :3]
+    h, w = img.shape[:2]
+    chk, palette = cfg["checker"], cfg["palette"]
+    b = chk["border_px"]
+    border = np.ones((h, w), dtype=bool)
+    border[b:h - b, b:w - b] = False
+    bg_rgb = np.median(img[border], axis=0)
+    dist = np.sqrt(((img - bg_rgb[None, None, :]) ** 2).sum(-1))
+    mask = dist > chk["object_threshold"]
+    result = {"background": nearest(bg_rgb, palette), "background_rgb": [round(float(v), 1) for v in bg_rgb],
+              "object": None, "object_rgb": None, "position": None, "centroid": None,
+              "object_px": int(mask.sum()), "core_px": None}
+    if mask.sum() < chk["min_object_px"]:
+        return result
+    core = mask & (dist >= np.median(dist[mask]))
+    obj_rgb = np.median(img[core], axis=0)
+    ys, xs = np.nonzero(core)
+    cx, cy = float(xs.mean() + 0.5), float(ys.mean() + 0.5)
+    col, row = min(2, int(3 * cx / w)), min(2, int(3 * cy / h))
+    name = next(p["name"] for p in cfg["grid"]["positions"] if p["row"] == row and p["col"] == col)
+    result.update(object=nearest(obj_rgb, palette), object_rgb=[round(float(v), 1) for v in obj_rgb],
+                  position=name, centroid=[round(cx, 2), round(cy, 2)], core_px=int(core.sum()))
+    return result
+
+
+def judge(expected: dict, found: dict) -> dict:
+    ok = {"background": found["background"] == expected["background"],
+          "object": found["object"] == expected["colour"]}
+    if expected.get("position"):
+        ok["position"] = found["position"] == expected["position"]
+    return {"ok": ok, "pass": all(ok.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="ras-demo prompt adherence",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("folder", nargs="?", type=Path, default=HERE / "ras-demo")
+    ap.add_argument("--prompts", type=Path, default=None,
+                    help="demo_prompts.json (default: the folder's, else models/demo_prompts.json)")
+    ap.add_argument("--palette", type=Path, default=None, help="default: <folder>/demo_palette.json")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    ap.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ap.add_argument("--out-dir", type=Path, default=Path("out/demo-eval"))
+    ap.add_argument("--json", type=Path, default=None, help="default: <out-dir>/eval.json")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    ap.add_argument("--check-image", type=Path, nargs="+", default=None,
+                    help="only run the checker on these images and print what it finds")
+    args = ap.parse_args()
+
+    palette_path = args.palette or args.folder / "demo_palette.json"
+    cfg = json.loads(palette_path.read_text())
+    if args.check_image:
+        from PIL import Image
+
+        for path in args.check_image:
+            found = check_image(np.asarray(Image.open(path).convert("RGB")), cfg)
+            print(json.dumps({"image": str(path), **found}))
+        return
+
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    prompts_path = args.prompts or (args.folder / "demo_prompts.json")
+    if not prompts_path.exists():
+        prompts_path = HERE / "demo_prompts.json"
+    prompts = json.loads(prompts_path.read_text())[: args.limit]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = StableDiffusion3Pipeline.from_pretrained(args.folder, text_encoder_3=None, tokenizer_3=None,
+                                                    torch_dtype=torch.float32).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    size = cfg["image_size"]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    rows, passed, t0 = [], 0, time.time()
+    for i, p in enumerate(prompts):
+        gen = torch.Generator(device="cpu").manual_seed(args.seed + i)
+        image = pipe(p["prompt"], height=size, width=size, num_inference_steps=args.steps,
+                     guidance_scale=args.guidance, generator=gen, max_sequence_length=256).images[0]
+        image.save(args.out_dir / f"{i:02d}.png")
+        found = check_image(np.asarray(image.convert("RGB")), cfg)
+        verdict = judge(p, found)
+        passed += verdict["pass"]
+        wrong = [k for k, v in verdict["ok"].items() if not v]
+        print(f"{i:2d} {'PASS' if verdict['pass'] else 'FAIL'} {p['prompt']!r}: background {found['background']}, "
+              f"object {found['object']} at {found['position']} ({found['object_px']} px)"
+              + (f"  wrong: {', '.join(wrong)}" if wrong else ""), flush=True)
+        rows.append({"index": i, "seed": args.seed + i, "prompt": p["prompt"],
+                     "expected": {k: p[k] for k in ("background", "colour", "position", "shape", "size")},
+                     "found": found, **verdict})
+    score = passed / max(1, len(prompts))
+    print(f"score {passed}/{len(prompts)} = {score:.1%} ({args.steps} steps, guidance {args.guidance}, "
+          f"seed {args.seed}, {time.time() - t0:.1f}s on {device})")
+    report = {"folder": str(args.folder), "prompts_file": str(prompts_path), "steps": args.steps,
+              "guidance": args.guidance, "seed": args.seed, "device": device, "score": score,
+              "passed": passed, "total": len(prompts), "results": rows}
+    json_path = args.json or args.out_dir / "eval.json"
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {json_path} and {len(prompts)} images in {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
