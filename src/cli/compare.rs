@@ -95,7 +95,6 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
     };
     let mut pipeline =
         Pipeline::load(gpu, &model, options).with_context(|| format!("opening the model '{model}'"))?;
-    let native = pipeline.transformer_config.sample_size * pipeline.vae_config.scale_factor();
     let ras = args.ras.config(args.steps)?;
     let t5 = pipeline.dir.has_t5 && !args.no_t5;
     let palette = match &expected {
@@ -105,10 +104,10 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
     let mut rows = Vec::new();
     let mut ok = true;
     for (i, prompt) in prompts.iter().enumerate() {
-        let mut req = GenerateRequest::new(prompt);
+        let mut req = pipeline.request(prompt);
         req.negative_prompt = args.negative_prompt.clone();
-        req.width = args.width.unwrap_or(native);
-        req.height = args.height.unwrap_or(native);
+        req.width = args.width.unwrap_or(req.width);
+        req.height = args.height.unwrap_or(req.height);
         req.steps = args.steps;
         req.guidance = args.guidance;
         req.seed = args.seed + i as u64;

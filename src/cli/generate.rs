@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ras::pipeline::{parameters, write_png, Event, GenerateRequest, Pipeline, PipelineOptions};
+use ras::pipeline::{parameters, write_png, Event, Pipeline, PipelineOptions};
 use ras::ras::StepKind;
 use ras::weights::{load_f32, Weights};
 
@@ -85,11 +85,10 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
     };
     let mut pipeline =
         Pipeline::load(gpu, &model, options).with_context(|| format!("opening the model '{model}'"))?;
-    let native = pipeline.transformer_config.sample_size * pipeline.vae_config.scale_factor();
-    let mut req = GenerateRequest::new(&args.prompt);
+    let mut req = pipeline.request(&args.prompt);
     req.negative_prompt = args.negative_prompt.clone();
-    req.width = args.width.unwrap_or(native);
-    req.height = args.height.unwrap_or(native);
+    req.width = args.width.unwrap_or(req.width);
+    req.height = args.height.unwrap_or(req.height);
     req.steps = args.steps;
     req.guidance = args.guidance;
     req.seed = args.seed;

@@ -134,6 +134,17 @@ impl Pipeline {
         &self.gpu
     }
 
+    /// A request with SD3's defaults at this model's native size
+    /// (`sample_size` latent pixels: 1024² for SD3, 256² for the demo model).
+    pub fn request(&self, prompt: &str) -> GenerateRequest {
+        let native = self.transformer_config.sample_size * self.vae_config.scale_factor();
+        GenerateRequest {
+            width: native,
+            height: native,
+            ..GenerateRequest::new(prompt)
+        }
+    }
+
     /// Pixels per latent pixel times patch size: width and height must be
     /// multiples of it (16 for SD3).
     pub fn size_multiple(&self) -> usize {
