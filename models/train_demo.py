@@ -785,6 +785,11 @@ def folder_bytes(out: Path) -> int:
     return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
 
 
+def fmt_num(v, digits: int = 4) -> str:
+    """A number, or "n/a" when a phase did not run (e.g. no transformer step in the budget)."""
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
 def write_training_md(out: Path, log: dict) -> None:
     v, vae, enc, dit = log["versions"], log["vae"], log["dataset"], log["transformer"]
     lines = [
@@ -798,13 +803,15 @@ def write_training_md(out: Path, log: dict) -> None:
         f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- seed {log['args']['seed']}; smoke run: {log['args']['smoke']}",
         f"- VAE: {vae['steps']} steps of {log['args']['vae_batch_size']} crops of {log['args']['vae_crop']}px, "
-        f"final L1 {vae['final_l1']:.4f} (images in [-1, 1]), {fmt_time(vae['wall_s'])}",
+        f"final L1 {vae['final_l1']:.4f} (images in [-1, 1]), {fmt_time(vae['wall_s'])}"
+        + (f"; reused from {vae['reused_from']}, trained there by `{vae['reused_run']}` on "
+           f"{vae['reused_device']}" if "reused_from" in vae else ""),
         f"- data set: {enc['images']} images encoded in {fmt_time(enc['wall_s'])}; shift_factor "
         f"{enc['shift_factor']:.4f}, scaling_factor {enc['scaling_factor']:.4f}; VAE round trip mean |err| "
         f"{enc['roundtrip_mae']:.4f}, checker on round trips {enc['checker_on_roundtrip']}",
         f"- transformer + text encoders: {dit['steps']} steps of batch {log['args']['batch_size']} "
-        f"(stopped by: {dit['stop_reason']}), final loss {dit['final_loss']:.4f} (mean of the last 100 "
-        f"steps), {dit['s_per_step']:.3f} s/step, {fmt_time(dit['wall_s'])}",
+        f"(stopped by: {dit['stop_reason']}), final loss {fmt_num(dit['final_loss'])} (mean of the last "
+        f"100 steps), {fmt_num(dit['s_per_step'], 3)} s/step, {fmt_time(dit['wall_s'])}",
         f"- total wall time {fmt_time(log['total_wall_s'])}; folder {log['folder_bytes'] / 1e6:.2f} MB",
         f"- transformer forward at 256 image + 333 text tokens: {log['transformer_gflop']:.2f} GFLOP",
         "",
@@ -939,7 +946,7 @@ def main() -> None:
     train_log["folder_bytes"] = folder_bytes(out)
     (out / "train_log.json").write_text(json.dumps(train_log, indent=1) + "\n")
     log(f"saved {out} ({train_log['folder_bytes'] / 1e6:.2f} MB); VAE L1 {vae_stats['final_l1']:.4f}, "
-        f"transformer loss {dit_stats['final_loss']:.4f} after {dit_stats['steps']} steps; total {fmt_time(total)}")
+        f"transformer loss {fmt_num(dit_stats['final_loss'])} after {dit_stats['steps']} steps; total {fmt_time(total)}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ fn request(prompt: &str, seed: u64) -> GenerateRequest {
     req
 }
 
-#[test]
-fn demo_model_follows_prompts_and_ras_keeps_the_image() {
+/// Dense and RAS adherence scores and the SSIM of each RAS image against
+/// its dense image, over the held-out prompts.
+struct Scores {
+    dense: f64,
+    ras: f64,
+    ssim: Vec<f64>,
+}
+
+fn score_held_out_prompts() -> Scores {
     let gpu = gpu();
     let options = PipelineOptions {
         keep_loaded: true,
