@@ -7,6 +7,7 @@
 //! oracles for every kernel).
 
 pub mod bench;
+mod config;
 pub mod error;
 pub mod eval;
 pub mod gpu;

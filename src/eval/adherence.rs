@@ -16,7 +16,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::config::read_json;
+use crate::error::Result;
 use crate::pipeline::Image;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,15 +73,6 @@ impl Found {
                 .as_ref()
                 .is_none_or(|p| self.position.as_ref() == Some(p))
     }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let err = |message: String| Error::Config {
-        path: path.display().to_string(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| err(e.to_string()))
 }
 
 impl Palette {

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::models::text::{ClipTextModel, T5Encoder};
@@ -159,12 +160,8 @@ impl TextEncoders {
 /// `tokenizer/`, `!` in `tokenizer_2/`).
 fn clip_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
     let config_path = dir.join("tokenizer_config.json");
-    let err = |message: String| Error::Config {
-        path: config_path.display().to_string(),
-        message,
-    };
-    let text = std::fs::read_to_string(&config_path).map_err(|e| err(e.to_string()))?;
-    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let err = |message: String| config_error(&config_path, message);
+    let config: serde_json::Value = read_json(&config_path)?;
     let pad = match &config["pad_token"] {
         serde_json::Value::String(s) => s.clone(),
         v => v["content"]

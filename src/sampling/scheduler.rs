@@ -87,12 +87,8 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     pub fn from_file(path: &std::path::Path) -> crate::Result<SchedulerConfig> {
-        let err = |message: String| crate::Error::Config {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let err = |message: String| crate::config::config_error(path, message);
+        let json: serde_json::Value = crate::config::read_json(path)?;
         let class = json["_class_name"].as_str().unwrap_or("");
         if class != "FlowMatchEulerDiscreteScheduler" {
             return Err(err(format!(

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::config::{config_error, read_json};
+use crate::error::Result;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Sd3Config {
@@ -66,12 +67,8 @@ impl Sd3Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Sd3Config> {
-        let err = |message: String| Error::Config {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let cfg: Sd3Config = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let err = |message: String| config_error(path, message);
+        let cfg: Sd3Config = read_json(path)?;
         if !cfg.dual_attention_layers.is_empty() {
             return Err(err("SD3.5 dual-attention layers are not supported yet".into()));
         }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::read_json;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::{attention_with, AttentionOptions};
@@ -81,15 +82,7 @@ pub struct ClipOutput {
 impl ClipTextModel {
     /// A folder with `config.json` and `model.safetensors` (or shards).
     pub fn load_dir(gpu: &Gpu, dir: &Path) -> Result<ClipTextModel> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let config: ClipConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let config: ClipConfig = read_json(&dir.join("config.json"))?;
         Self::load(gpu, &Weights::from_dir(dir, "model")?, config)
     }
 

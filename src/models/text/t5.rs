@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::{attention_with, AttentionOptions};
@@ -69,17 +70,15 @@ pub fn bucket(relative: i64, buckets: usize, max_distance: usize) -> usize {
 impl T5Encoder {
     pub fn load_dir(gpu: &Gpu, dir: &Path) -> Result<T5Encoder> {
         let path = dir.join("config.json");
-        let err = |message: String| Error::Config {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let config: T5Config = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let config: T5Config = read_json(&path)?;
         if config.feed_forward_proj != "gated-gelu" {
-            return Err(err(format!(
-                "feed_forward_proj '{}' is not supported (gated-gelu)",
-                config.feed_forward_proj
-            )));
+            return Err(config_error(
+                &path,
+                format!(
+                    "feed_forward_proj '{}' is not supported (gated-gelu)",
+                    config.feed_forward_proj
+                ),
+            ));
         }
         Self::load(gpu, &Weights::from_dir(dir, "model")?, config)
     }

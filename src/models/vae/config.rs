@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::config::{config_error, read_json};
+use crate::error::Result;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct VaeConfig {
@@ -28,12 +29,8 @@ fn yes() -> bool {
 
 impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<VaeConfig> {
-        let err = |message: String| Error::Config {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let cfg: VaeConfig = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let err = |message: String| config_error(path, message);
+        let cfg: VaeConfig = read_json(path)?;
         if cfg.block_out_channels.is_empty()
             || cfg
                 .block_out_channels
