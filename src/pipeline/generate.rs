@@ -261,41 +261,20 @@ impl Pipeline {
         }
         check(Event::Encoding)?;
         let text = self.text.as_ref().expect("loaded above");
-        let cfg = req.guidance > 1.0;
-        let mut prompts = vec![req.prompt.as_str(); req.num_images];
-        if cfg {
-            prompts.extend(vec![req.negative_prompt.as_str(); req.num_images]);
-        }
         let joint = self.transformer_config.joint_attention_dim;
-        let both = text.encode(&self.gpu, &prompts, req.max_sequence_length, joint)?;
+        let embed = |prompt: &str| {
+            let prompts = vec![prompt; req.num_images];
+            text.encode(&self.gpu, &prompts, req.max_sequence_length, joint)
+        };
+        let cond = embed(&req.prompt)?;
+        let uncond = (req.guidance > 1.0)
+            .then(|| embed(&req.negative_prompt))
+            .transpose()?;
         if !self.options.keep_loaded {
             self.text = None;
             self.gpu.trim();
         }
-        if !cfg {
-            return Ok((both, None));
-        }
-        let b = req.num_images;
-        let half = |t: &Tensor, first: bool| -> Result<Tensor> {
-            let mut shape = t.shape().to_vec();
-            let row: usize = shape[1..].iter().product();
-            let values = self.gpu.read_f32(t)?;
-            let range = if first { 0..b * row } else { b * row..2 * b * row };
-            shape[0] = b;
-            self.gpu.upload_f32(&values[range], &shape)
-        };
-        Ok((
-            PromptEmbeds {
-                embeds: half(&both.embeds, true)?,
-                pooled: half(&both.pooled, true)?,
-                text_weights: both.text_weights.clone(),
-            },
-            Some(PromptEmbeds {
-                embeds: half(&both.embeds, false)?,
-                pooled: half(&both.pooled, false)?,
-                text_weights: both.text_weights.clone(),
-            }),
-        ))
+        Ok((cond, uncond))
     }
 
     fn initial_latents(&self, req: &GenerateRequest) -> Result<Tensor> {
