@@ -31,11 +31,11 @@ The model (loads with `StableDiffusion3Pipeline.from_pretrained(out)`):
                             64, gelu, projection 64 (OpenCLIP bigG's role)
   text_encoder_3, tokenizer_3  [null, null] in model_index.json: diffusers then feeds
                             zeros [B, 256, joint_attention_dim] for T5 (so does the engine)
-  transformer/              SD3Transformer2DModel: 32x32 latents, patch 2 (256 image
-                            tokens), 4 layers, 2 heads of 64 (hidden 128),
+  transformer/              SD3Transformer2DModel: 32x32 latents, patch 4 (64 image
+                            tokens, 8x8), 4 layers, 3 heads of 64 (hidden 192),
                             joint_attention_dim 192 (= 64 + 128), pooled 128 (= 64 + 64),
-                            pos_embed_max_size 48, no qk-norm, no dual attention.
-                            ~1.6 GFLOP per forward at 256 image + 333 text tokens.
+                            pos_embed_max_size 24, no qk-norm, no dual attention.
+                            ~1.7 GFLOP per forward at 64 image + 333 text tokens.
   vae/                      AutoencoderKL, 16 latent channels, 4 blocks (factor 8),
                             channels [16, 32, 64, 64], 1 layer per block, 4 GroupNorm
                             groups, no quant convs (like SD3); shift_factor /
@@ -60,15 +60,24 @@ Training, in three phases:
      to joint_attention_dim, then 256 zero T5 tokens; pooled = both projections), so
      training and inference see identical text features. 10% of captions are dropped to
      "" (the pipeline's negative prompt) for classifier-free guidance.
+     Two things make this phase fit a CPU hour:
+     - the 256 zero T5 rows are trained as [77 CLIP rows; 1 zero row with attention
+       weight 256] (exactly the same function, checked every run; see
+       CollapsedT5JointAttnProcessor), about half the tokens;
+     - an auxiliary loss (--aux-weight, 0.1): a linear head on the pooled text embedding
+       predicts every attribute the caption names (background, colour, shape, position,
+       size). It makes the text encoders carry the caption into the adaLN conditioning
+       within a few hundred steps; the head is not saved.
 
-Time: measured on the 2-core development machine (torch 2.15 CPU): VAE ~0.24 s/step
-(batch 8 of 128x128 crops), encoding ~0.02 s/image, transformer + text encoders
-~0.65 s/step (batch 16). The defaults (VAE 1500 steps, 8000 images, transformer 4000
-steps) are therefore an ESTIMATED ~60 minutes on such a CPU (see train_log.json of a real
-run for the measured figure). On an H100/H200 the same defaults take a few minutes;
-pass more --steps (and --batch-size) there, and --time-budget-min to stop the
-transformer phase in time under a hard limit (the learning-rate schedule is compressed to
-end at the budget, and the model is saved).
+Time: measured on the 2-core development machine (torch 2.15 CPU): VAE ~0.37 s/step
+(32 crops of 64x64), encoding ~0.05 s/image, transformer + text encoders ~0.46 s/step
+(batch 32). The defaults (VAE 1500 steps, 5000 images, transformer 6000 steps) are
+therefore about an hour on such a CPU (9 + 4 + 46 minutes); models/README.md gives the
+measured commands and times of the committed run. On an H100/H200 the same defaults take
+a few minutes; pass more --steps (and --batch-size) there, and --time-budget-min to stop
+the transformer phase in time under a hard limit (the learning-rate schedule is
+compressed to end at the budget, and the model is saved). --checkpoint-every-min saves
+the EMA weights on the way, for evaluating a long run before it ends.
 
 Outputs in --out: the pipeline folder, demo_palette.json, demo_prompts.{txt,json},
 train_log.json (config, steps, final losses, wall times, device, versions) and
@@ -193,8 +202,12 @@ TEXT_ENCODER_1 = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3
                       hidden_act="quick_gelu", projection_dim=64)
 TEXT_ENCODER_2 = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
                       hidden_act="gelu", projection_dim=64)
-TRANSFORMER = dict(sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=4,
-                   attention_head_dim=64, num_attention_heads=2, pos_embed_max_size=48)
+# Patch 4: 8x8 = 64 image tokens at 256x256 (the issue's minimum for RAS). With patch 2
+# (256 tokens) a 4 x 128 model trained for an hour on two CPU cores drew fragmented
+# objects in the wrong places (adherence 0.32); 64 tokens make a step ~2.5x cheaper and
+# the layout problem easier, and leave room for a wider model.
+TRANSFORMER = dict(sample_size=32, patch_size=4, in_channels=16, out_channels=16, num_layers=4,
+                   attention_head_dim=64, num_attention_heads=3, pos_embed_max_size=24)
 VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
            latent_channels=16, norm_num_groups=4, sample_size=IMAGE_SIZE, use_quant_conv=False,
@@ -515,16 +528,21 @@ def build_models(vocab_size: int):
     return encoders[0], encoders[1], transformer, vae, scheduler
 
 
+def image_tokens() -> int:
+    return (TRANSFORMER["sample_size"] // TRANSFORMER["patch_size"]) ** 2
+
+
 def transformer_gflop() -> float:
-    """Multiply-adds x 2 of one transformer forward at 256 image + 333 text tokens."""
+    """Multiply-adds x 2 of one transformer forward at 64 image + 333 text tokens."""
     d = TRANSFORMER["attention_head_dim"] * TRANSFORMER["num_attention_heads"]
-    n_img, n_txt = (TRANSFORMER["sample_size"] // TRANSFORMER["patch_size"]) ** 2, CLIP_LEN + T5_LEN
+    n_img, n_txt = image_tokens(), CLIP_LEN + T5_LEN
     s = n_img + n_txt
     layers = TRANSFORMER["num_layers"]
     lin = (layers - 1) * 2 * s * 12 * d * d + 2 * n_img * 12 * d * d + 2 * n_txt * 3 * d * d
     att = layers * 4 * s * s * d
     joint = TEXT_ENCODER_1["hidden_size"] + TEXT_ENCODER_2["hidden_size"]
-    other = 2 * n_txt * joint * d + 2 * n_img * 64 * d * 2 + layers * 2 * 2 * 6 * d * d
+    patch_values = TRANSFORMER["in_channels"] * TRANSFORMER["patch_size"] ** 2
+    other = 2 * n_txt * joint * d + 2 * n_img * patch_values * d * 2 + layers * 2 * 2 * 6 * d * d
     return (lin + att + other) / 1e9
 
 
@@ -544,6 +562,76 @@ def lr_at(step: int, total: int, warmup: int, base: float, final_frac: float = 0
 
 def fmt_time(s: float) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+class CollapsedT5JointAttnProcessor:
+    """diffusers' JointAttnProcessor2_0 for a text sequence whose last row stands for `copies`
+    identical rows: that key gets the score bias ln(copies).
+
+    Without T5 the pipeline appends 256 zero rows to the 77 CLIP rows. In the MMDiT the
+    text rows have no position and every step is per row or attention over all rows, so
+    256 equal rows stay equal through every block, and in attention they weigh exactly as
+    one row whose score is raised by ln 256. Training on [77 CLIP rows; 1 zero row] with
+    this bias therefore computes the same function (and the same gradients) as the full
+    333 rows, at 334 instead of 589 tokens (about half the FLOPs); check_collapse() below
+    verifies it on every run. Inference (diffusers, the engine) uses the full 333 rows.
+    """
+
+    def __init__(self, copies: int):
+        self.log_copies = math.log(copies)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        b, heads = hidden_states.shape[0], attn.heads
+
+        def split(t):
+            return t.view(b, -1, heads, t.shape[-1] // heads).transpose(1, 2)
+
+        query, key, value = split(attn.to_q(hidden_states)), split(attn.to_k(hidden_states)), split(
+            attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            query, key = attn.norm_q(query), attn.norm_k(key)
+        cq, ck, cv = (split(attn.add_q_proj(encoder_hidden_states)), split(attn.add_k_proj(encoder_hidden_states)),
+                      split(attn.add_v_proj(encoder_hidden_states)))
+        if attn.norm_added_q is not None:
+            cq, ck = attn.norm_added_q(cq), attn.norm_added_k(ck)
+        query, key, value = torch.cat([query, cq], 2), torch.cat([key, ck], 2), torch.cat([value, cv], 2)
+        bias = torch.zeros(1, 1, 1, key.shape[2], device=key.device, dtype=query.dtype)
+        bias[..., -1] = self.log_copies
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(b, -1, heads * query.shape[-1]).to(query.dtype)
+        n = hidden_states.shape[1]
+        out, ctx = out[:, :n], out[:, n:]
+        if not attn.context_pre_only:
+            ctx = attn.to_add_out(ctx)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out, ctx
+
+
+@torch.no_grad()
+def check_collapse(transformer, joint: int, pooled: int) -> float:
+    """Relative difference between the full [77 CLIP; 256 zero] text sequence and the
+    collapsed [77 CLIP; 1 zero] one with CollapsedT5JointAttnProcessor, on a copy of the
+    transformer with random weights (the adaLN-zero start would make both outputs 0)."""
+    import copy
+
+    from diffusers.models.attention_processor import JointAttnProcessor2_0
+
+    model = copy.deepcopy(transformer).float().cpu().eval()
+    gen = torch.Generator().manual_seed(7)
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=gen) * (0.3 if p.ndim < 2 else 1.0 / p.shape[-1] ** 0.5))
+    x = torch.randn(2, 16, 32, 32, generator=gen)
+    ctx = torch.cat([torch.randn(2, CLIP_LEN, joint, generator=gen), torch.zeros(2, T5_LEN, joint)], 1)
+    pool = torch.randn(2, pooled, generator=gen)
+    t = torch.tensor([900.0, 250.0])
+    model.set_attn_processor(JointAttnProcessor2_0())
+    full = model(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pool, timestep=t).sample
+    model.set_attn_processor(CollapsedT5JointAttnProcessor(T5_LEN))
+    short = model(hidden_states=x, encoder_hidden_states=ctx[:, :CLIP_LEN + 1], pooled_projections=pool,
+                  timestep=t).sample
+    rel = float((full - short).norm() / full.norm())
+    assert rel < 1e-4, f"collapsed T5 rows differ from the full sequence: {rel}"
+    return rel
 
 
 def train_vae(vae, args, device, log) -> dict:
@@ -649,10 +737,11 @@ def encode_dataset(vae, args, device, log) -> tuple[torch.Tensor, list[dict], di
     return latents, attrs, stats
 
 
-def sample_caption(a: dict, rng: np.random.Generator) -> str:
+def sample_caption(a: dict, rng: np.random.Generator) -> tuple[str, str | None]:
+    """A training caption for attributes `a`, and its form (None when dropped to "")."""
     u = rng.random()
     if u < CAPTION_DROPOUT:
-        return ""
+        return "", None
     u = (u - CAPTION_DROPOUT) / (1 - CAPTION_DROPOUT) * sum(CAPTION_FORMS.values())
     for form, p in CAPTION_FORMS.items():
         if u < p:
@@ -660,27 +749,75 @@ def sample_caption(a: dict, rng: np.random.Generator) -> str:
         u -= p
     pos = a["pos"] if form in ("size_pos", "pos") else None
     size = a["size"] if form in ("size_pos", "size") else None
-    return caption(a["shape"], a["colour"], a["bg"], pos, size)
+    return caption(a["shape"], a["colour"], a["bg"], pos, size), form
 
 
-def train_transformer(pipe, latents, attrs, args, device, log, t_start) -> dict:
+# What the auxiliary head reads off the pooled text embedding: every attribute a caption
+# can name, plus "not named" for position and size.
+AUX_CLASSES = {"bg": list(PALETTE), "colour": list(PALETTE), "shape": SHAPES,
+               "pos": [p[0] for p in POSITIONS] + [None], "size": list(SIZES) + [None]}
+
+
+def aux_labels(a: dict, form: str) -> list[int]:
+    named = {"pos": form in ("size_pos", "pos"), "size": form in ("size_pos", "size")}
+    return [AUX_CLASSES[k].index(a[k] if named.get(k, True) else None) for k in AUX_CLASSES]
+
+
+def aux_loss(head, pooled: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of every attribute from the pooled embedding, and the fraction of
+    captions whose attributes are all read right."""
+    logits = head(pooled.float()).split([len(v) for v in AUX_CLASSES.values()], dim=1)
+    loss = sum(F.cross_entropy(lg, labels[:, i]) for i, lg in enumerate(logits))
+    right = torch.stack([lg.argmax(1) == labels[:, i] for i, lg in enumerate(logits)], 1).all(1)
+    return loss, float(right.float().mean())
+
+
+def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoint) -> dict:
+    from diffusers.models.attention_processor import JointAttnProcessor2_0
+
     transformer, te1, te2 = pipe.transformer, pipe.text_encoder, pipe.text_encoder_2
     vae_cfg = pipe.vae.config
     for m in (transformer, te1, te2):
         m.train()
-    params = [{"params": list(transformer.parameters()), "lr": args.lr, "base": args.lr},
+    if args.collapse_t5:
+        transformer.set_attn_processor(CollapsedT5JointAttnProcessor(T5_LEN))
+    # Training-only head (not saved): makes the text encoders put every attribute into the
+    # pooled embedding, which conditions every block through adaLN, within a few hundred
+    # steps instead of waiting for the diffusion loss alone to shape them.
+    pooled_dim = TEXT_ENCODER_1["projection_dim"] + TEXT_ENCODER_2["projection_dim"]
+    head = torch.nn.Linear(pooled_dim, sum(len(v) for v in AUX_CLASSES.values())).to(device)
+    params = [{"params": list(transformer.parameters()) + list(head.parameters()), "lr": args.lr,
+               "base": args.lr},
               {"params": list(te1.parameters()) + list(te2.parameters()), "lr": args.lr * args.text_lr_scale,
                "base": args.lr * args.text_lr_scale}]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    saved = list(transformer.parameters()) + list(te1.parameters()) + list(te2.parameters())
     trainable = [p for g in params for p in g["params"]]
-    ema = [p.detach().clone() for p in trainable] if args.ema_decay > 0 else None
+    ema = [p.detach().clone() for p in saved] if args.ema_decay > 0 else None
+
+    def with_ema(fn):
+        """Runs fn with the EMA weights in the models (what is saved), then restores."""
+        if ema is None:
+            return fn()
+        live = [p.detach().clone() for p in saved]
+        with torch.no_grad():
+            for p, e in zip(saved, ema):
+                p.copy_(e)
+        try:
+            return fn()
+        finally:
+            with torch.no_grad():
+                for p, v in zip(saved, live):
+                    p.copy_(v)
+
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 3)
     use_amp = device.type == "cuda"
     n = latents.shape[0]
     total = args.steps
     budget_s = args.time_budget_min * 60 if args.time_budget_min else None
+    next_checkpoint = args.checkpoint_every_min * 60 if args.checkpoint_every_min else None
     t0 = time.time()
-    losses, step, stop_reason = [], 0, "steps"
+    losses, aux_losses, aux_right, step, stop_reason = [], [], [], 0, "steps"
     try:
         while step < total:
             if budget_s is not None and time.time() - t_start > budget_s:
@@ -688,7 +825,10 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start) -> dict:
                 break
             idx = torch.randint(0, n, (args.batch_size,), generator=gen)
             rng = np.random.default_rng([args.seed, 4, step])
-            prompts = [sample_caption(attrs[i], rng) for i in idx.tolist()]
+            captions = [(attrs[i], *sample_caption(attrs[i], rng)) for i in idx.tolist()]
+            prompts = [c[1] for c in captions]
+            named = [i for i, c in enumerate(captions) if c[2] is not None]
+            labels = torch.tensor([aux_labels(captions[i][0], captions[i][2]) for i in named], device=device)
             x0 = (latents[idx].float() - vae_cfg.shift_factor) * vae_cfg.scaling_factor
             noise = torch.randn(x0.shape, generator=gen)
             u = torch.sigmoid(torch.randn(args.batch_size, generator=gen))  # logit-normal(0, 1)
@@ -703,17 +843,25 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start) -> dict:
                 prompt_embeds, _, pooled, _ = pipe.encode_prompt(
                     prompt=prompts, prompt_2=None, prompt_3=None, device=device,
                     do_classifier_free_guidance=False, max_sequence_length=T5_LEN)
+                if args.collapse_t5:
+                    prompt_embeds = prompt_embeds[:, :CLIP_LEN + 1]  # 256 equal zero rows -> 1
                 pred = transformer(hidden_states=xt, encoder_hidden_states=prompt_embeds,
                                    pooled_projections=pooled, timestep=sigma * 1000, return_dict=False)[0]
             loss = F.mse_loss(pred.float(), target.float())
+            total_loss = loss
+            if named and args.aux_weight > 0:
+                a_loss, a_right = aux_loss(head, pooled[named], labels)
+                total_loss = loss + args.aux_weight * a_loss
+                aux_losses.append(a_loss.item())
+                aux_right.append(a_right)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total_loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
             if ema is not None:
                 d = min(args.ema_decay, (1 + step) / (10 + step))
                 with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - d)
+                    torch._foreach_lerp_(ema, [p.detach() for p in saved], 1 - d)
             losses.append(loss.item())
             step += 1
             if step == 30 and budget_s is not None:
@@ -725,31 +873,42 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start) -> dict:
                     total = max(step + 1, fit)
             if step % args.log_every == 0 or step == total:
                 el = time.time() - t0
-                log(f"dit step {step}/{total} loss {np.mean(losses[-args.log_every:]):.4f} "
+                k = args.log_every
+                aux = f" aux {np.mean(aux_losses[-k:]):.3f} ({np.mean(aux_right[-k:]):.0%} read)" if aux_losses else ""
+                log(f"dit step {step}/{total} loss {np.mean(losses[-k:]):.4f}{aux} "
                     f"lr {opt.param_groups[0]['lr']:.2e} {el / step:.3f}s/step elapsed {fmt_time(el)} "
                     f"eta {fmt_time(el / step * (total - step))}")
+            if next_checkpoint is not None and time.time() - t0 > next_checkpoint:
+                next_checkpoint += args.checkpoint_every_min * 60
+                with_ema(lambda: checkpoint(step))
     except KeyboardInterrupt:
         stop_reason = "interrupted"
         log(f"interrupted at step {step}: saving")
     if ema is not None:
         with torch.no_grad():
-            for p, e in zip(trainable, ema):
+            for p, e in zip(saved, ema):
                 p.copy_(e)
+    transformer.set_attn_processor(JointAttnProcessor2_0())
     for m in (transformer, te1, te2):
         m.eval()
     tail = losses[-min(len(losses), 100):]
     return {"steps": step, "planned_steps": args.steps, "stop_reason": stop_reason,
             "final_loss": float(np.mean(tail)) if tail else None,
             "final_loss_note": "mean MSE of the last 100 steps (EMA weights are saved)",
+            "final_aux_loss": float(np.mean(aux_losses[-100:])) if aux_losses else None,
+            "final_aux_read": float(np.mean(aux_right[-100:])) if aux_right else None,
             "wall_s": time.time() - t0, "s_per_step": (time.time() - t0) / max(1, step),
             "loss_curve": [round(float(np.mean(losses[i:i + 100])), 5) for i in range(0, len(losses), 100)]}
 
 
 def save_pipeline(pipe, out: Path, vocab_size: int) -> None:
+    import copy
+
     import diffusers
 
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-        module = getattr(pipe, name)
+        # A float16 copy: training may go on with the module (checkpoints).
+        module = copy.deepcopy(getattr(pipe, name))
         module.to("cpu", torch.float16).save_pretrained(out / name, safe_serialization=True)
     pipe.scheduler.save_pretrained(out / "scheduler")
     write_tokenizers(out)
@@ -812,8 +971,12 @@ def write_training_md(out: Path, log: dict) -> None:
         f"- transformer + text encoders: {dit['steps']} steps of batch {log['args']['batch_size']} "
         f"(stopped by: {dit['stop_reason']}), final loss {fmt_num(dit['final_loss'])} (mean of the last "
         f"100 steps), {fmt_num(dit['s_per_step'], 3)} s/step, {fmt_time(dit['wall_s'])}",
+        f"- auxiliary attribute head (not saved): final loss {fmt_num(dit.get('final_aux_loss'))}, captions "
+        f"read right {fmt_num(dit.get('final_aux_read'), 3)} (last 100 steps); collapsed T5 rows: "
+        f"{log['config']['collapsed_t5_rows']['used']}",
         f"- total wall time {fmt_time(log['total_wall_s'])}; folder {log['folder_bytes'] / 1e6:.2f} MB",
-        f"- transformer forward at 256 image + 333 text tokens: {log['transformer_gflop']:.2f} GFLOP",
+        f"- transformer forward at {image_tokens()} image + {CLIP_LEN + T5_LEN} text tokens: "
+        f"{log['transformer_gflop']:.2f} GFLOP",
         "",
         "Evaluate: `python models/eval_demo.py " + str(out) + "`.",
         "",
@@ -841,13 +1004,19 @@ def main() -> None:
     ap.add_argument("--vae-kl", type=float, default=1e-6)
     ap.add_argument("--vae-object-weight", type=float, default=4.0,
                     help="extra L1 weight of pixels that differ from the background colour")
-    ap.add_argument("--dataset-size", type=int, default=8000, help="images encoded for the transformer")
-    ap.add_argument("--steps", type=int, default=4000, help="transformer training steps")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--dataset-size", type=int, default=5000, help="images encoded for the transformer")
+    ap.add_argument("--steps", type=int, default=6000, help="transformer training steps")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--text-lr-scale", type=float, default=0.5, help="text encoders' lr / transformer lr")
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema-decay", type=float, default=0.999, help="0 disables EMA")
+    ap.add_argument("--aux-weight", type=float, default=0.1,
+                    help="weight of the attributes-from-pooled-embedding loss (0 disables it)")
+    ap.add_argument("--no-collapse-t5", dest="collapse_t5", action="store_false",
+                    help="train on the full 333 text rows instead of [77 CLIP rows; 1 zero row weighted ln 256]")
+    ap.add_argument("--checkpoint-every-min", type=float, default=None,
+                    help="also save the pipeline (EMA weights) to <out>-checkpoint this often")
     ap.add_argument("--time-budget-min", type=float, default=None,
                     help="stop the transformer phase (and save) once the whole run reaches this wall time")
     ap.add_argument("--log-every", type=int, default=50)
@@ -901,8 +1070,10 @@ def main() -> None:
         vae.load_state_dict(trained.state_dict())
         earlier = json.loads((args.vae_from / "train_log.json").read_text()) \
             if (args.vae_from / "train_log.json").exists() else {}
-        vae_stats = dict(earlier.get("vae", {}), reused_from=str(args.vae_from),
-                         reused_run=earlier.get("command"), reused_device=earlier.get("device_name"))
+        vae_stats = dict(earlier.get("vae", {}))
+        if "reused_run" not in vae_stats:  # else keep where it was first trained
+            vae_stats.update(reused_from=str(args.vae_from), reused_run=earlier.get("command"),
+                             reused_device=earlier.get("device_name"))
         log(f"VAE weights taken from {args.vae_from} (trained by: {earlier.get('command')})")
     else:
         vae_stats = train_vae(vae, args, device, log)
@@ -913,7 +1084,18 @@ def main() -> None:
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=te1,
                                     tokenizer=tok1, text_encoder_2=te2, tokenizer_2=tok2, text_encoder_3=None,
                                     tokenizer_3=None)
-    dit_stats = train_transformer(pipe, latents, attrs, args, device, log, t_start)
+    collapse_rel = check_collapse(transformer, te1.config.hidden_size + te2.config.hidden_size,
+                                  TEXT_ENCODER_1["projection_dim"] + TEXT_ENCODER_2["projection_dim"])
+    log(f"training on [77 CLIP rows; 1 zero row weighted ln 256]: {'on' if args.collapse_t5 else 'off'} "
+        f"(relative difference to the full 333 rows: {collapse_rel:.1e})")
+
+    def checkpoint(step: int) -> None:
+        side = out.with_name(out.name + "-checkpoint")
+        save_pipeline(pipe, side, vocab_size)
+        write_data_files(side, HERE)
+        log(f"checkpoint at step {step}: {side}")
+
+    dit_stats = train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoint)
 
     save_pipeline(pipe, out, vocab_size)
     write_data_files(out, HERE)
@@ -930,7 +1112,8 @@ def main() -> None:
         "config": {"text_encoder": TEXT_ENCODER_1, "text_encoder_2": TEXT_ENCODER_2, "transformer": TRANSFORMER,
                    "vae": {k: list(v) if isinstance(v, tuple) else v for k, v in VAE.items()},
                    "scheduler": SCHEDULER, "vocab_size": vocab_size, "caption_forms": CAPTION_FORMS,
-                   "caption_dropout": CAPTION_DROPOUT},
+                   "caption_dropout": CAPTION_DROPOUT, "aux_classes": AUX_CLASSES,
+                   "collapsed_t5_rows": {"used": args.collapse_t5, "relative_difference_to_full": collapse_rel}},
         "params": sizes,
         "transformer_gflop": transformer_gflop(),
         "data_checks": data_checks,

@@ -6,8 +6,11 @@
 //!     the edge, named by the nearest palette colour (RGB distance);
 //!  2. object: pixels farther than `object_threshold` from that median;
 //!     fewer than `min_object_px` means no object;
-//!  3. object colour: nearest palette colour to their per-channel median;
-//!  4. position: their centroid's cell of the 3 × 3 grid.
+//!  3. core: the object pixels at least the median of their distances from
+//!     the background (a blurry edge or faint artefacts would otherwise
+//!     decide the colour of a small object and pull its centroid);
+//!  4. object colour: nearest palette colour to the core's per-channel median;
+//!  5. position: the core's centroid's cell of the 3 × 3 grid.
 //!
 //! A prompt passes when background and object colour (and the position,
 //! where the prompt names one) are right; shape and size are not judged.
@@ -100,11 +103,13 @@ impl Palette {
             .map(px)
             .collect();
         let bg = median(&border);
-        let object: Vec<usize> = (0..w * h)
-            .filter(|&i| {
-                let p = px(i);
-                (0..3).map(|c| (p[c] - bg[c]).powi(2)).sum::<f64>().sqrt() > self.checker.object_threshold
-            })
+        let dist = |i: usize| {
+            let p = px(i);
+            (0..3).map(|c| (p[c] - bg[c]).powi(2)).sum::<f64>().sqrt()
+        };
+        let object: Vec<(usize, f64)> = (0..w * h)
+            .map(|i| (i, dist(i)))
+            .filter(|&(_, d)| d > self.checker.object_threshold)
             .collect();
         let mut found = Found {
             background: self.nearest(bg),
@@ -115,10 +120,16 @@ impl Palette {
         if object.len() < self.checker.min_object_px {
             return found;
         }
-        let colour = median(&object.iter().map(|&i| px(i)).collect::<Vec<_>>());
-        let n = object.len() as f64;
-        let cx = object.iter().map(|&i| (i % w) as f64 + 0.5).sum::<f64>() / n;
-        let cy = object.iter().map(|&i| (i / w) as f64 + 0.5).sum::<f64>() / n;
+        let cut = median(&object.iter().map(|&(_, d)| [d; 3]).collect::<Vec<_>>())[0];
+        let core: Vec<usize> = object
+            .iter()
+            .filter(|&&(_, d)| d >= cut)
+            .map(|&(i, _)| i)
+            .collect();
+        let colour = median(&core.iter().map(|&i| px(i)).collect::<Vec<_>>());
+        let n = core.len() as f64;
+        let cx = core.iter().map(|&i| (i % w) as f64 + 0.5).sum::<f64>() / n;
+        let cy = core.iter().map(|&i| (i / w) as f64 + 0.5).sum::<f64>() / n;
         let (col, row) = (
             ((3.0 * cx / w as f64) as usize).min(2),
             ((3.0 * cy / h as f64) as usize).min(2),
@@ -211,6 +222,26 @@ mod tests {
         assert!(f.passes(&e));
         assert!(!p.check(&drawn(40, 2)).passes(&e), "top right is not bottom left");
         assert!(p.check(&drawn(40, 2)).passes(&Expected { position: None, ..e }));
+    }
+
+    /// A wide halo of a blend colour around a small object decides neither
+    /// its colour nor its cell: only the farther half of the object pixels does.
+    #[test]
+    fn the_core_decides_colour_and_cell() {
+        let mut img = drawn(2, 30); // red square, bottom left
+        // A purple-ish smear at the top right (farther than the threshold
+        // from blue, nearer than red), almost as many pixels as the square:
+        // with all object pixels it would pull the centroid to the middle
+        // row and the median colour towards purple.
+        for y in 0..20 {
+            for x in 36..46 {
+                img.rgb[(y * 60 + x) * 3..][..3].copy_from_slice(&[110, 50, 150]);
+            }
+        }
+        let f = palette().check(&img);
+        assert_eq!(f.object_px, 256 + 200);
+        assert_eq!(f.object.as_deref(), Some("red"));
+        assert_eq!(f.position.as_deref(), Some("bottom left"));
     }
 
     #[test]
