@@ -961,7 +961,9 @@ def write_training_md(out: Path, log: dict) -> None:
         f"- device: {log['device']} ({log['device_name']}), {log['threads']} CPU threads",
         f"- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- seed {log['args']['seed']}; smoke run: {log['args']['smoke']}",
-        f"- VAE: {vae['steps']} steps of {log['args']['vae_batch_size']} crops of {log['args']['vae_crop']}px, "
+        f"- VAE: {vae['steps']} steps"
+        + ("" if "reused_from" in vae else
+           f" of {log['args']['vae_batch_size']} crops of {log['args']['vae_crop']}px") + ", "
         f"final L1 {vae['final_l1']:.4f} (images in [-1, 1]), {fmt_time(vae['wall_s'])}"
         + (f"; reused from {vae['reused_from']}, trained there by `{vae['reused_run']}` on "
            f"{vae['reused_device']}" if "reused_from" in vae else ""),

@@ -228,11 +228,11 @@ mod tests {
     /// its colour nor its cell: only the farther half of the object pixels does.
     #[test]
     fn the_core_decides_colour_and_cell() {
-        let mut img = drawn(2, 30); // red square, bottom left
-        // A purple-ish smear at the top right (farther than the threshold
-        // from blue, nearer than red), almost as many pixels as the square:
-        // with all object pixels it would pull the centroid to the middle
-        // row and the median colour towards purple.
+        // A red square at the bottom left, and a purple-ish smear at the
+        // top right (farther than the threshold from blue, nearer than
+        // red) of almost as many pixels: with all object pixels the
+        // centroid would land in the centre cell.
+        let mut img = drawn(2, 30);
         for y in 0..20 {
             for x in 36..46 {
                 img.rgb[(y * 60 + x) * 3..][..3].copy_from_slice(&[110, 50, 150]);
