@@ -110,6 +110,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # CLIP's (= GPT-2's) byte table
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -390,20 +391,6 @@ def check_data_files() -> dict:
 # ----------------------------------------------------------------------------- tokenizers
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's (= GPT-2's) table from the 256 byte values to printable code points."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
 def _bpe(symbols: list[str], ranks: dict) -> list[str]:
     """CLIP's BPE: merge the lowest-ranked adjacent pair until none is known."""
     syms = list(symbols)
@@ -610,7 +597,7 @@ class CollapsedT5JointAttnProcessor:
 
 
 @torch.no_grad()
-def check_collapse(transformer, joint: int, pooled: int) -> float:
+def check_collapse(transformer) -> float:
     """Relative difference between the full [77 CLIP; 256 zero] text sequence and the
     collapsed [77 CLIP; 1 zero] one with CollapsedT5JointAttnProcessor, on a copy of the
     transformer with random weights (the adaLN-zero start would make both outputs 0)."""
@@ -622,9 +609,11 @@ def check_collapse(transformer, joint: int, pooled: int) -> float:
     gen = torch.Generator().manual_seed(7)
     for p in model.parameters():
         p.copy_(torch.randn(p.shape, generator=gen) * (0.3 if p.ndim < 2 else 1.0 / p.shape[-1] ** 0.5))
-    x = torch.randn(2, 16, 32, 32, generator=gen)
+    c = model.config
+    x = torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=gen)
+    joint = c.joint_attention_dim
     ctx = torch.cat([torch.randn(2, CLIP_LEN, joint, generator=gen), torch.zeros(2, T5_LEN, joint)], 1)
-    pool = torch.randn(2, pooled, generator=gen)
+    pool = torch.randn(2, c.pooled_projection_dim, generator=gen)
     t = torch.tensor([900.0, 250.0])
     model.set_attn_processor(JointAttnProcessor2_0())
     full = model(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pool, timestep=t).sample
@@ -791,8 +780,8 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
     # Training-only head (not saved): makes the text encoders put every attribute into the
     # pooled embedding, which conditions every block through adaLN, within a few hundred
     # steps instead of waiting for the diffusion loss alone to shape them.
-    pooled_dim = TEXT_ENCODER_1["projection_dim"] + TEXT_ENCODER_2["projection_dim"]
-    head = torch.nn.Linear(pooled_dim, sum(len(v) for v in AUX_CLASSES.values())).to(device)
+    head = torch.nn.Linear(transformer.config.pooled_projection_dim,
+                           sum(len(v) for v in AUX_CLASSES.values())).to(device)
     params = [{"params": list(transformer.parameters()) + list(head.parameters()), "lr": args.lr,
                "base": args.lr},
               {"params": list(te1.parameters()) + list(te2.parameters()), "lr": args.lr * args.text_lr_scale,
@@ -802,20 +791,20 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
     trainable = [p for g in params for p in g["params"]]
     ema = [p.detach().clone() for p in saved] if args.ema_decay > 0 else None
 
+    @torch.no_grad()
+    def load(values):
+        torch._foreach_copy_(saved, values)
+
     def with_ema(fn):
         """Runs fn with the EMA weights in the models (what is saved), then restores."""
         if ema is None:
             return fn()
         live = [p.detach().clone() for p in saved]
-        with torch.no_grad():
-            for p, e in zip(saved, ema):
-                p.copy_(e)
+        load(ema)
         try:
             return fn()
         finally:
-            with torch.no_grad():
-                for p, v in zip(saved, live):
-                    p.copy_(v)
+            load(live)
 
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 3)
     use_amp = device.type == "cuda"
@@ -892,9 +881,7 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
         stop_reason = "interrupted"
         log(f"interrupted at step {step}: saving")
     if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(saved, ema):
-                p.copy_(e)
+        load(ema)
     transformer.set_attn_processor(JointAttnProcessor2_0())
     for m in (transformer, te1, te2):
         m.eval()
@@ -1093,8 +1080,7 @@ def main() -> None:
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=te1,
                                     tokenizer=tok1, text_encoder_2=te2, tokenizer_2=tok2, text_encoder_3=None,
                                     tokenizer_3=None)
-    collapse_rel = check_collapse(transformer, te1.config.hidden_size + te2.config.hidden_size,
-                                  TEXT_ENCODER_1["projection_dim"] + TEXT_ENCODER_2["projection_dim"])
+    collapse_rel = check_collapse(transformer)
     log(f"training on [77 CLIP rows; 1 zero row weighted ln 256]: {'on' if args.collapse_t5 else 'off'} "
         f"(relative difference to the full 333 rows: {collapse_rel:.1e})")
 
