@@ -1,18 +1,25 @@
 // One flow-matching Euler step with classifier-free guidance and the RAS
-// velocity merge, per latent element:
+// velocity merge, per latent element of x [B, C, H, W]:
 //
-//   v_hat  = CFG ? v_u + g · (v_c − v_u) : v      (v rows: [uncond × B, cond × B])
+//   c, u   = the conditional / unconditional prediction of this element
+//            (CFG rows: [uncond × B, cond × B], or cond first with COND_FIRST)
+//   v_hat  = CFG and channel < guided ? u + g · (c − u) : c
+//   v_hat  = −v_hat                      with NEGATE (the model predicts data − noise)
 //   v_hat  = v_cache  where MERGE and the element's token was dropped this step
 //   x_next = x + dsigma · v_hat
 //
-// Tokens are p×p latent patches, row-major over (H/p, W/p).
+// The model output may have more channels than the latents (a learned
+// variance): only the first C of its vc channels are read. Tokens are p×p
+// latent patches, row-major over (H/p, W/p).
 //
-// Bindings: 0 x [B, C, H, W], 1 v [B or 2B, C, H, W], 2 v_cache [B, C, H, W],
+// Bindings: 0 x [B, C, H, W], 1 v [B or 2B, vc, H, W], 2 v_cache [B, C, H, W],
 // 3 dropped [B, tokens] u32 (2 and 3 ignored unless MERGE), 4 x_next, 5 v_hat,
 // 6 params. Dispatch: ceil(B·C·H·W / 256) workgroups.
 
 override CFG: bool = true;
 override MERGE: bool = false;
+override COND_FIRST: bool = false;
+override NEGATE: bool = false;
 
 struct Params {
     total: u32,
@@ -22,6 +29,8 @@ struct Params {
     ps: u32,
     guidance: f32,
     dsigma: f32,
+    vc: u32,
+    guided: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -39,15 +48,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if i >= p.total {
         return;
     }
-    var vh = v[i];
+    let plane = p.h * p.w;
+    let b = i / (p.c * plane);
+    let ch = (i / plane) % p.c;
+    let yx = i % plane;
+    let batch = p.total / (p.c * plane);
+    // Row of the conditional prediction, and of the unconditional one.
+    var cond_row = b;
+    var uncond_row = b;
     if CFG {
-        // p.total elements per CFG half: the cond rows follow all uncond rows.
-        vh = vh + p.guidance * (v[i + p.total] - vh);
+        if COND_FIRST {
+            uncond_row = b + batch;
+        } else {
+            cond_row = b + batch;
+        }
+    }
+    var vh = v[(cond_row * p.vc + ch) * plane + yx];
+    if CFG && ch < p.guided {
+        let vu = v[(uncond_row * p.vc + ch) * plane + yx];
+        vh = vu + p.guidance * (vh - vu);
+    }
+    if NEGATE {
+        vh = -vh;
     }
     if MERGE {
-        let plane = p.h * p.w;
-        let b = i / (p.c * plane);
-        let yx = i % plane;
         let wt = p.w / p.ps;
         let token = ((yx / p.w) / p.ps) * wt + (yx % p.w) / p.ps;
         if dropped[b * (p.h / p.ps) * wt + token] != 0u {

@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::filler;
 use super::sd3::TEXT_TOKENS;
 use crate::error::Result;
-use crate::gpu::{DType, Gpu};
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::models::Conditioning;
 use crate::models::sd3::{Sd3Config, Sd3Transformer};
 use crate::pipeline::{sample, SampleRequest};
 use crate::ras::RasConfig;
@@ -53,14 +54,18 @@ pub fn bench_ras(
     let pooled = gpu.upload_f32(&filler(2048, 13), &[1, 2048])?;
     let neg_ctx = gpu.upload_f32(&filler(TEXT_TOKENS * 4096, 14), &[1, TEXT_TOKENS, 4096])?;
     let neg_pooled = gpu.upload_f32(&filler(2048, 15), &[1, 2048])?;
+    let text = |tokens: Tensor, pooled: Tensor| Conditioning {
+        tokens,
+        pooled: Some(pooled),
+        mask: None,
+        text_weights: None,
+    };
+    let (cond, uncond) = (text(ctx, pooled), text(neg_ctx, neg_pooled));
     let run = |ras: RasConfig, steps: usize| -> Result<RunFigure> {
         let request = SampleRequest {
             latents: &latents,
-            prompt_embeds: &ctx,
-            pooled_prompt_embeds: &pooled,
-            text_weights: None,
-            negative_prompt_embeds: Some(&neg_ctx),
-            negative_pooled_prompt_embeds: Some(&neg_pooled),
+            cond: &cond,
+            uncond: Some(&uncond),
             steps,
             guidance: if cfg.cfg { 7.0 } else { 1.0 },
             shift: 3.0,

@@ -1,5 +1,5 @@
 //! The per-element part of a sampling step (`shaders/sampler.wgsl`): CFG
-//! combine, RAS merge of cached velocity for dropped tokens, Euler update.
+//! combine (either batch order, some channels only, negated), RAS merge of cached velocity for dropped tokens, Euler update.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -17,6 +17,34 @@ struct SamplerParams {
     ps: u32,
     guidance: f32,
     dsigma: f32,
+    vc: u32,
+    guided: u32,
+}
+
+/// How the model output becomes the velocity (model-spec §C.4).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Combine {
+    /// CFG scale; `None` = the output holds one row per image.
+    pub guidance: Option<f32>,
+    /// CFG rows are `[cond × B, uncond × B]` (else uncond first).
+    pub cond_first: bool,
+    /// Leading channels that are guided; the others take the conditional
+    /// prediction. At least the latent channel count guides them all.
+    pub guided_channels: usize,
+    /// Negate the combined prediction (a model predicting data − noise).
+    pub negate: bool,
+}
+
+impl Combine {
+    /// Plain CFG over every channel, unconditional rows first (SD3).
+    pub fn cfg(guidance: Option<f32>) -> Combine {
+        Combine {
+            guidance,
+            cond_first: false,
+            guided_channels: usize::MAX,
+            negate: false,
+        }
+    }
 }
 
 /// Cached velocity and the tokens that use it this step.
@@ -28,13 +56,14 @@ pub struct Merge<'a> {
     pub patch: usize,
 }
 
-/// `x [B, C, H, W]` and model output `v` (`[2B, ..]` uncond-then-cond when
-/// `guidance` is given, else `[B, ..]`) → `(x_next, v_hat)`.
+/// `x [B, C, H, W]` and model output `v` (`[2B, C_v, H, W]` when guided,
+/// else `[B, C_v, H, W]`, `C_v ≥ C`; only the first C channels are read)
+/// → `(x_next, v_hat)`.
 pub fn euler_step(
     gpu: &Gpu,
     x: &Tensor,
     v: &Tensor,
-    guidance: Option<f32>,
+    combine: Combine,
     dsigma: f32,
     merge: Option<Merge>,
 ) -> Result<(Tensor, Tensor)> {
@@ -47,11 +76,15 @@ pub fn euler_step(
             format!("latents must be [B, C, H, W], got {:?}", x.shape()),
         ));
     };
-    let rows = if guidance.is_some() { 2 * b } else { b };
-    if v.shape() != [rows, c, h, w] {
+    let rows = if combine.guidance.is_some() { 2 * b } else { b };
+    let vc = v.shape().get(1).copied().unwrap_or(0);
+    if v.shape().len() != 4 || v.shape()[0] != rows || vc < c || v.shape()[2..] != [h, w] {
         return Err(Error::shape(
             OP,
-            format!("model output {:?} should be [{rows}, {c}, {h}, {w}]", v.shape()),
+            format!(
+                "model output {:?} should be [{rows}, ≥ {c}, {h}, {w}]",
+                v.shape()
+            ),
         ));
     }
     let patch = merge.as_ref().map_or(1, |m| m.patch);
@@ -77,12 +110,16 @@ pub fn euler_step(
         h: u32_of(OP, h)?,
         w: u32_of(OP, w)?,
         ps: u32_of(OP, patch)?,
-        guidance: guidance.unwrap_or(1.0),
+        guidance: combine.guidance.unwrap_or(1.0),
         dsigma,
+        vc: u32_of(OP, vc)?,
+        guided: u32_of(OP, combine.guided_channels.min(c))?,
     };
     let kernel = Kernel::new("sampler")
-        .constant("CFG", guidance.is_some() as u32)
-        .constant("MERGE", merge.is_some() as u32);
+        .constant("CFG", combine.guidance.is_some() as u32)
+        .constant("MERGE", merge.is_some() as u32)
+        .constant("COND_FIRST", combine.cond_first as u32)
+        .constant("NEGATE", combine.negate as u32);
     let (cache, dropped) = match &merge {
         Some(m) => (m.v_cache.arg()?, m.dropped.arg()?),
         None => (x.arg()?, x.arg()?),

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::models::Conditioning;
 use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -23,6 +24,16 @@ pub struct PromptEmbeds {
 }
 
 impl PromptEmbeds {
+    /// The transformer's view of these embeddings.
+    pub fn into_conditioning(self) -> Conditioning {
+        Conditioning {
+            tokens: self.embeds,
+            pooled: Some(self.pooled),
+            mask: None,
+            text_weights: self.text_weights,
+        }
+    }
+
     /// The embeddings with every row repeated as often as it stands for
     /// (what diffusers' `encode_prompt` returns).
     pub fn expanded(&self, gpu: &Gpu) -> Result<Tensor> {

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use super::sample::{sample, SampleRequest, StepInfo};
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Tensor};
+use crate::models::Conditioning;
 use crate::models::sd3::Sd3Transformer;
 use crate::ras::RasConfig;
 use crate::weights::{load_f32, save, Values, Weights};
@@ -44,13 +45,20 @@ pub fn sample_files(
     let pooled_prompt_embeds = upload("pooled_prompt_embeds")?;
     let negative_prompt_embeds = optional("negative_prompt_embeds")?;
     let negative_pooled_prompt_embeds = optional("negative_pooled_prompt_embeds")?;
+    let text = |tokens: Tensor, pooled: Tensor| Conditioning {
+        tokens,
+        pooled: Some(pooled),
+        mask: None,
+        text_weights: None,
+    };
+    let cond = text(prompt_embeds, pooled_prompt_embeds);
+    let uncond = negative_prompt_embeds
+        .zip(negative_pooled_prompt_embeds)
+        .map(|(t, p)| text(t, p));
     let request = SampleRequest {
         latents: &latents,
-        prompt_embeds: &prompt_embeds,
-        pooled_prompt_embeds: &pooled_prompt_embeds,
-        text_weights: None,
-        negative_prompt_embeds: negative_prompt_embeds.as_ref(),
-        negative_pooled_prompt_embeds: negative_pooled_prompt_embeds.as_ref(),
+        cond: &cond,
+        uncond: uncond.as_ref(),
         steps: job.steps,
         guidance: job.guidance,
         shift: job.shift,

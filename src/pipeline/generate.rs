@@ -233,13 +233,14 @@ impl Pipeline {
         let latents = self.initial_latents(req)?;
         check(Event::Loading("transformer"))?;
         let transformer = self.take_transformer()?;
+        let (cond, uncond) = (
+            cond.into_conditioning(),
+            uncond.map(PromptEmbeds::into_conditioning),
+        );
         let request = SampleRequest {
             latents: &latents,
-            prompt_embeds: &cond.embeds,
-            pooled_prompt_embeds: &cond.pooled,
-            text_weights: cond.text_weights.as_deref(),
-            negative_prompt_embeds: uncond.as_ref().map(|u| &u.embeds),
-            negative_pooled_prompt_embeds: uncond.as_ref().map(|u| &u.pooled),
+            cond: &cond,
+            uncond: uncond.as_ref(),
             steps: req.steps,
             guidance: req.guidance,
             shift: self.scheduler.shift,

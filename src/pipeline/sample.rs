@@ -1,8 +1,9 @@
-//! The denoising loop (SD3 pipeline, model-spec §C.2) with Region-Adaptive
-//! Sampling (ras-spec §3.8): dense warm-up and reset steps fill the K/V
-//! cache, RAS steps compute the selected tokens only, and after each step
-//! the GPU scores the merged velocity and the planner picks the next
-//! step's tokens.
+//! The denoising loop (model-spec §C.2, §C.3) with Region-Adaptive
+//! Sampling (ras-spec §3.8), for any [`Dit`]: dense warm-up and reset steps
+//! fill the K/V cache, RAS steps compute the selected tokens only, and
+//! after each step the GPU scores the merged velocity and the planner picks
+//! the next step's tokens. The model supplies its timestep convention and
+//! guidance rule; the loop is the same for every model.
 
 use std::ops::ControlFlow;
 
@@ -10,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metric::region_metric;
 use crate::kernels::rows::{scatter, Indices};
-use crate::kernels::sampler::{euler_step, Merge};
-use crate::models::sd3::{KvCache, Sd3Inputs, Sd3Transformer, TokenPlan};
+use crate::kernels::sampler::{euler_step, Combine, Merge};
+use crate::models::{Conditioning, Dit, DitCall, KvCache};
 use crate::ras::{Planner, RasConfig, Schedule, StepKind};
 use crate::sampling::FlowMatchEuler;
 
@@ -19,15 +20,11 @@ use crate::sampling::FlowMatchEuler;
 pub struct SampleRequest<'a> {
     /// Initial noise `[B, C, H, W]`.
     pub latents: &'a Tensor,
-    /// `[B, L, joint_attention_dim]` and `[B, pooled_projection_dim]`.
-    pub prompt_embeds: &'a Tensor,
-    pub pooled_prompt_embeds: &'a Tensor,
-    /// Copies each prompt-embedding row stands for (see
-    /// `Sd3Inputs::text_weights`); the same for the negative prompt.
-    pub text_weights: Option<&'a [f32]>,
-    /// Required when `guidance > 1` (classifier-free guidance).
-    pub negative_prompt_embeds: Option<&'a Tensor>,
-    pub negative_pooled_prompt_embeds: Option<&'a Tensor>,
+    /// The prompt's conditioning, `B` rows.
+    pub cond: &'a Conditioning,
+    /// The negative prompt's, `B` rows; required when `guidance > 1`
+    /// (classifier-free guidance).
+    pub uncond: Option<&'a Conditioning>,
     pub steps: usize,
     pub guidance: f32,
     /// Flow-match timestep shift (3.0 for SD3).
@@ -85,18 +82,40 @@ fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// Both conditionings stacked along the batch in the model's CFG order.
+fn stack(gpu: &Gpu, first: &Conditioning, second: &Conditioning) -> Result<Conditioning> {
+    let pooled = match (&first.pooled, &second.pooled) {
+        (Some(a), Some(b)) => Some(concat_batch(gpu, a, b)?),
+        (None, None) => None,
+        _ => return Err(Error::Invalid("only one prompt has a pooled embedding".into())),
+    };
+    let mask = match (&first.mask, &second.mask) {
+        (Some(a), Some(b)) => Some([a.as_slice(), b].concat()),
+        (None, None) => None,
+        _ => return Err(Error::Invalid("only one prompt has an attention mask".into())),
+    };
+    if first.text_weights != second.text_weights {
+        return Err(Error::Invalid(
+            "the prompt and the negative prompt must have the same text weights".into(),
+        ));
+    }
+    Ok(Conditioning {
+        tokens: concat_batch(gpu, &first.tokens, &second.tokens)?,
+        pooled,
+        mask,
+        text_weights: first.text_weights.clone(),
+    })
+}
+
 /// The denoising loop as a state machine, so a host can advance it one
 /// step at a time (one step per frame) and look at the latents in between.
 pub struct Denoiser {
-    ctx: Tensor,
-    pooled: Tensor,
-    text_weights: Option<Vec<f32>>,
-    guidance: Option<f32>,
+    cond: Conditioning,
+    combine: Combine,
     ras: RasConfig,
     batch: usize,
     rows: usize,
     n: usize,
-    l: usize,
     patch: usize,
     scheduler: FlowMatchEuler,
     schedule: Schedule,
@@ -111,37 +130,49 @@ pub struct Denoiser {
 }
 
 impl Denoiser {
-    pub fn new(gpu: &Gpu, model: &Sd3Transformer, req: &SampleRequest) -> Result<Denoiser> {
-        let &[b, _, h, w] = req.latents.shape() else {
+    pub fn new(gpu: &Gpu, model: &dyn Dit, req: &SampleRequest) -> Result<Denoiser> {
+        let &[b, c, h, w] = req.latents.shape() else {
             return Err(Error::shape("sample", "latents must be [B, C, H, W]"));
         };
-        let p = model.config.patch_size;
+        let p = model.patch_size();
+        if c != model.latent_channels() || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
+            return Err(Error::shape(
+                "sample",
+                format!(
+                    "latents {:?} must have {} channels and sides divisible by {p}",
+                    req.latents.shape(),
+                    model.latent_channels()
+                ),
+            ));
+        }
         let cfg = req.guidance > 1.0;
-        let (ctx, pooled) = if cfg {
-            let (Some(neg), Some(neg_pooled)) =
-                (req.negative_prompt_embeds, req.negative_pooled_prompt_embeds)
-            else {
+        let rule = model.guidance_rule();
+        let cond = if cfg {
+            let Some(uncond) = req.uncond else {
                 return Err(Error::Invalid(
                     "guidance > 1 needs negative prompt embeddings".into(),
                 ));
             };
-            // diffusers' batch order: unconditional rows first.
-            (
-                concat_batch(gpu, neg, req.prompt_embeds)?,
-                concat_batch(gpu, neg_pooled, req.pooled_prompt_embeds)?,
-            )
+            match rule.cond_first {
+                true => stack(gpu, req.cond, uncond)?,
+                false => stack(gpu, uncond, req.cond)?,
+            }
         } else {
-            (req.prompt_embeds.clone(), req.pooled_prompt_embeds.clone())
+            req.cond.clone()
         };
-        let (n, l) = ((h / p) * (w / p), ctx.shape()[1]);
+        let n = (h / p) * (w / p);
         let schedule = Schedule::new(&req.ras, req.steps, n)?;
         Ok(Denoiser {
-            guidance: cfg.then_some(req.guidance),
+            combine: Combine {
+                guidance: cfg.then_some(req.guidance),
+                cond_first: rule.cond_first,
+                guided_channels: rule.guided_channels.unwrap_or(c),
+                negate: rule.negate,
+            },
             ras: req.ras.clone(),
             batch: b,
             rows: if cfg { 2 * b } else { b },
             n,
-            l,
             patch: p,
             scheduler: FlowMatchEuler::new(req.steps, req.shift),
             planner: Planner::new(&req.ras, schedule.clone(), b),
@@ -152,9 +183,7 @@ impl Denoiser {
             step: 0,
             out_active: Vec::new(),
             kv_cache_bytes: 0,
-            ctx,
-            pooled,
-            text_weights: req.text_weights.map(<[f32]>::to_vec),
+            cond,
         })
     }
 
@@ -172,33 +201,26 @@ impl Denoiser {
     }
 
     /// Runs the next denoising step.
-    pub fn step(&mut self, gpu: &Gpu, model: &Sd3Transformer) -> Result<StepInfo> {
+    pub fn step(&mut self, gpu: &Gpu, model: &dyn Dit) -> Result<StepInfo> {
         let i = self.step;
         if self.is_done() {
             return Err(Error::Invalid(format!("all {i} steps are done")));
         }
-        let (b, n, l, rows) = (self.batch, self.n, self.l, self.rows);
+        let (b, n, rows) = (self.batch, self.n, self.rows);
         let kind = self.schedule.kind(i);
-        let x_in = match self.guidance {
+        let x_in = match self.combine.guidance {
             Some(_) => concat_batch(gpu, &self.x, &self.x)?,
             None => self.x.clone(),
         };
-        let timestep = vec![self.scheduler.timesteps[i]; rows];
-        let inputs = Sd3Inputs {
-            hidden_states: &x_in,
-            encoder_hidden_states: &self.ctx,
-            pooled_projections: &self.pooled,
-            timestep: &timestep,
-            text_weights: self.text_weights.as_deref(),
-        };
-        let (plan, active_tokens) = match kind {
+        let timestep = vec![model.model_timestep(self.scheduler.timesteps[i]); rows];
+        let (active, active_tokens) = match kind {
             StepKind::Dense { refresh } => {
                 if refresh && self.cache.is_none() {
-                    let cache = model.kv_cache(gpu, rows, n, l)?;
+                    let cache = model.kv_cache(gpu, rows, n, &self.cond)?;
                     self.kv_cache_bytes = self.kv_cache_bytes.max(cache.bytes());
                     self.cache = Some(cache);
                 }
-                (TokenPlan::dense(gpu, rows, n, l)?, n)
+                (None, n)
             }
             StepKind::Ras => {
                 let sel = self
@@ -208,12 +230,26 @@ impl Denoiser {
                 if self.cache.is_none() {
                     return Err(Error::Invalid(format!("RAS step {i} has no K/V cache")));
                 }
+                if sel.active_count() == 0 {
+                    return Err(Error::Invalid(format!(
+                        "RAS step {i} would compute no image token; raise --sample-ratio"
+                    )));
+                }
                 let per_row: Vec<Vec<u32>> = (0..rows).map(|r| sel.active[r % b].clone()).collect();
                 self.out_active.push((i, sel.active.clone()));
-                (TokenPlan::sparse(gpu, n, l, &per_row)?, sel.active_count())
+                (Some(per_row), sel.active_count())
             }
         };
-        let v = model.forward_planned(gpu, &inputs, &plan, self.cache.as_ref())?;
+        let v = model.forward(
+            gpu,
+            &DitCall {
+                latents: &x_in,
+                timestep: &timestep,
+                cond: &self.cond,
+                active: active.as_deref(),
+                cache: self.cache.as_ref(),
+            },
+        )?;
         let merge = match (kind, &self.merge_state) {
             (StepKind::Ras, Some((v_cache, dropped))) => Some(Merge {
                 v_cache,
@@ -222,7 +258,7 @@ impl Denoiser {
             }),
             _ => None,
         };
-        let (x_next, v_hat) = euler_step(gpu, &self.x, &v, self.guidance, self.scheduler.dsigma(i), merge)?;
+        let (x_next, v_hat) = euler_step(gpu, &self.x, &v, self.combine, self.scheduler.dsigma(i), merge)?;
         self.x = x_next;
         if self.schedule.selects_after(i) {
             // Ranking Δσ·v̂ equals ranking v̂: std and L2 scale by |Δσ|.
@@ -265,7 +301,7 @@ impl Denoiser {
 /// stop the run (`ControlFlow::Break` gives `Error::Cancelled`).
 pub fn sample(
     gpu: &Gpu,
-    model: &Sd3Transformer,
+    model: &dyn Dit,
     req: &SampleRequest,
     mut on_step: impl FnMut(&StepInfo) -> ControlFlow<()>,
 ) -> Result<SampleOutput> {

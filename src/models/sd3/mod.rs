@@ -10,4 +10,4 @@ pub mod tokens;
 pub use config::Sd3Config;
 pub use files::forward_files;
 pub use model::{Sd3Inputs, Sd3Transformer};
-pub use tokens::{KvCache, TokenPlan};
+pub use tokens::TokenPlan;

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::block::{JointBlock, Keys, LN_EPS};
 use super::config::Sd3Config;
 use super::embed::{PatchEmbed, TimeTextEmbed};
-use super::tokens::{KvCache, TokenPlan};
+use super::tokens::TokenPlan;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::elementwise::{unary, Unary};
@@ -16,6 +16,7 @@ use crate::kernels::modulate::{modulate, Chunk};
 use crate::kernels::norm::layer_norm;
 use crate::kernels::patch::unpatchify;
 use crate::kernels::rows::{gather, scatter};
+use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
 use crate::nn::Linear;
 use crate::weights::Weights;
 
@@ -191,16 +192,15 @@ impl Sd3Transformer {
         gpu.upload_f32(&row.repeat(b), &[b, n + l]).map(Some)
     }
 
-    /// A K/V cache for `batch` rows of `n_img` image and `n_txt` text tokens.
+    /// A K/V cache for `batch` rows of `n_img` image and `n_txt` text
+    /// tokens: per layer, keys and values `[batch · (N + L), D]` in f32,
+    /// image rows first, as the joint attention reads them.
     pub fn kv_cache(&self, gpu: &Gpu, batch: usize, n_img: usize, n_txt: usize) -> Result<KvCache> {
-        KvCache::new(
-            gpu,
-            self.blocks.len(),
-            batch,
-            n_img,
-            n_txt,
-            self.config.inner_dim(),
-        )
+        let shape = [batch * (n_img + n_txt), self.config.inner_dim()];
+        let layers = (0..self.blocks.len())
+            .map(|_| Ok((gpu.empty(&shape, DType::F32)?, gpu.empty(&shape, DType::F32)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache { layers })
     }
 
     fn check_inputs(&self, inputs: &Sd3Inputs, b: usize) -> Result<()> {
@@ -234,5 +234,57 @@ impl Sd3Transformer {
             return bad(format!("{} timesteps for batch {b}", inputs.timestep.len()));
         }
         Ok(())
+    }
+}
+
+impl Dit for Sd3Transformer {
+    fn family(&self) -> &'static str {
+        "sd3"
+    }
+
+    fn patch_size(&self) -> usize {
+        self.config.patch_size
+    }
+
+    fn latent_channels(&self) -> usize {
+        self.config.in_channels
+    }
+
+    fn guidance_rule(&self) -> GuidanceRule {
+        GuidanceRule {
+            cond_first: false,
+            guided_channels: None,
+            negate: false,
+        }
+    }
+
+    /// SD3 takes the scheduler's σ·1000 as it is.
+    fn model_timestep(&self, t: f32) -> f32 {
+        t
+    }
+
+    fn kv_cache(&self, gpu: &Gpu, rows: usize, n_img: usize, cond: &Conditioning) -> Result<KvCache> {
+        Sd3Transformer::kv_cache(self, gpu, rows, n_img, cond.tokens.shape()[1])
+    }
+
+    fn forward(&self, gpu: &Gpu, call: &DitCall) -> Result<Tensor> {
+        let pooled = call
+            .cond
+            .pooled
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("SD3 needs pooled text embeddings".into()))?;
+        let inputs = Sd3Inputs {
+            hidden_states: call.latents,
+            encoder_hidden_states: &call.cond.tokens,
+            pooled_projections: pooled,
+            timestep: call.timestep,
+            text_weights: call.cond.text_weights.as_deref(),
+        };
+        let (b, n, l) = self.token_counts(&inputs)?;
+        let plan = match call.active {
+            Some(active) => TokenPlan::sparse(gpu, n, l, active)?,
+            None => TokenPlan::dense(gpu, b, n, l)?,
+        };
+        self.forward_planned(gpu, &inputs, &plan, call.cache)
     }
 }

@@ -3,7 +3,7 @@
 //! ones, with keys and values of the others taken from the per-layer cache.
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::Gpu;
 use crate::kernels::rows::Indices;
 
 /// Row routing for one forward. Keys and values of layer `i` live in
@@ -84,36 +84,5 @@ impl TokenPlan {
             q_img: Indices::upload(gpu, &rows(&|b, j| b * q + j, n_q))?,
             q_txt: Indices::upload(gpu, &rows(&|b, j| b * q + n_q + j, l))?,
         })
-    }
-}
-
-/// Per-layer keys and values over all image tokens plus the text tokens,
-/// kept across the steps of one RAS generation (ras-spec §5.3). f32.
-pub struct KvCache {
-    pub layers: Vec<(Tensor, Tensor)>,
-}
-
-impl KvCache {
-    pub fn new(
-        gpu: &Gpu,
-        layers: usize,
-        batch: usize,
-        n_img: usize,
-        n_txt: usize,
-        dim: usize,
-    ) -> Result<KvCache> {
-        let shape = [batch * (n_img + n_txt), dim];
-        let layers = (0..layers)
-            .map(|_| Ok((gpu.empty(&shape, DType::F32)?, gpu.empty(&shape, DType::F32)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { layers })
-    }
-
-    /// GPU memory held, in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .map(|(k, v)| 4 * (k.numel() + v.numel()) as u64)
-            .sum()
     }
 }

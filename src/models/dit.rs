@@ -1,0 +1,94 @@
+//! What the denoising loop and the RAS engine need from a Diffusion
+//! Transformer, and nothing more: patch geometry, the model's timestep
+//! convention and guidance rule, a per-layer K/V cache in the model's own
+//! layout, and a forward that computes only the image tokens it is given.
+//! SD3 and Lumina-Next implement it; a new DiT is a new model folder that
+//! implements it, never a copy of the loop (`pipeline::sample`).
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+
+/// The text side of a call, for every batch row. Each model reads the
+/// fields it has and rejects a call that lacks one it needs.
+#[derive(Clone)]
+pub struct Conditioning {
+    /// Text tokens `[B, L, D]`.
+    pub tokens: Tensor,
+    /// Pooled text embedding `[B, P]` (SD3).
+    pub pooled: Option<Tensor>,
+    /// `[B·L]` row-major, 1 = real token, 0 = padding (Lumina's caption
+    /// mask). Host-side: the model derives its key mask and pooling weights
+    /// from it.
+    pub mask: Option<Vec<f32>>,
+    /// How many identical copies each text token stands for (`[L]`, shared
+    /// by all rows); see `sd3::Sd3Inputs::text_weights`.
+    pub text_weights: Option<Vec<f32>>,
+}
+
+/// How conditional and unconditional predictions combine, and what the
+/// model predicts (model-spec §C.4).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GuidanceRule {
+    /// Batch order of a guided call: conditional rows first (Lumina) or
+    /// unconditional rows first (SD3).
+    pub cond_first: bool,
+    /// Leading latent channels that are guided; the others take the
+    /// conditional prediction (Lumina: 3). `None` = all.
+    pub guided_channels: Option<usize>,
+    /// The model predicts `data − noise`: the loop negates it into the
+    /// flow-matching velocity `noise − data` (Lumina).
+    pub negate: bool,
+}
+
+/// Per-layer keys and values of the image tokens (and whatever else the
+/// model keeps beside them), kept across the steps of one RAS generation
+/// (ras-spec §5.3). The layout of each tensor is the model's.
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// GPU memory held, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|(k, v)| k.dtype().bytes(k.numel()) + v.dtype().bytes(v.numel()))
+            .sum()
+    }
+}
+
+/// One denoiser call.
+pub struct DitCall<'a> {
+    /// Latents `[B, C, H, W]` (the CFG rows already stacked).
+    pub latents: &'a Tensor,
+    /// One timestep per batch row, in the model's own convention (see
+    /// [`Dit::model_timestep`]).
+    pub timestep: &'a [f32],
+    pub cond: &'a Conditioning,
+    /// Image tokens to compute, per batch row: ascending indices, the same
+    /// count in every row. `None` = all (a dense call).
+    pub active: Option<&'a [Vec<u32>]>,
+    /// This generation's K/V cache: dense calls fill it, sparse calls write
+    /// their active rows and read the rest.
+    pub cache: Option<&'a KvCache>,
+}
+
+/// A Diffusion Transformer the denoising loop can drive with RAS.
+pub trait Dit {
+    /// Short name for messages and PNG metadata ("sd3", "lumina").
+    fn family(&self) -> &'static str;
+    /// Latent pixels per token side.
+    fn patch_size(&self) -> usize;
+    /// Latent channels in (and out, after dropping any learned variance).
+    fn latent_channels(&self) -> usize;
+    fn guidance_rule(&self) -> GuidanceRule;
+    /// The model's timestep for the scheduler's `t = σ·1000`.
+    fn model_timestep(&self, t: f32) -> f32;
+    /// An empty cache for `rows` batch rows of `n_img` image tokens with
+    /// this conditioning.
+    fn kv_cache(&self, gpu: &Gpu, rows: usize, n_img: usize, cond: &Conditioning) -> Result<KvCache>;
+    /// The prediction `[B, C_out, H, W]` (`C_out ≥ latent_channels`; extra
+    /// channels, such as a learned variance, are ignored by the loop). On a
+    /// sparse call the rows of tokens not computed may hold anything.
+    fn forward(&self, gpu: &Gpu, call: &DitCall) -> Result<Tensor>;
+}
