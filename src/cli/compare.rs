@@ -95,23 +95,30 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
     };
     let mut pipeline =
         Pipeline::load(gpu, &model, options).with_context(|| format!("opening the model '{model}'"))?;
-    let ras = args.ras.config(args.steps)?;
     let t5 = pipeline.dir.has_t5 && !args.no_t5;
     let palette = match &expected {
         Some(_) => Some(Palette::from_file(&pipeline.dir.root.join("demo_palette.json"))?),
         None => None,
     };
-    let mut rows = Vec::new();
-    let mut ok = true;
-    for (i, prompt) in prompts.iter().enumerate() {
+    let request = |pipeline: &Pipeline, prompt: &str| {
         let mut req = pipeline.request(prompt);
         req.negative_prompt = args.negative_prompt.clone();
         req.width = args.width.unwrap_or(req.width);
         req.height = args.height.unwrap_or(req.height);
         req.steps = args.steps;
         req.guidance = args.guidance;
-        req.seed = args.seed + i as u64;
         req.max_sequence_length = args.max_sequence_length;
+        req
+    };
+    let template = request(&pipeline, "");
+    let ras = args
+        .ras
+        .config(template.steps, pipeline.ras_defaults(&template))?;
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for (i, prompt) in prompts.iter().enumerate() {
+        let mut req = request(&pipeline, prompt);
+        req.seed = args.seed + i as u64;
         req.ras = ras.clone();
         pipeline.validate(&req)?;
         if i == 0 {

@@ -23,18 +23,19 @@ pub struct RasArgs {
     #[arg(long)]
     dense: bool,
     /// Dense steps that also refresh the K/V cache, comma-separated ("" for
-    /// none). Default: the original's "12,20" at 28 steps, scaled
-    /// proportionally for other step counts (e.g. "4,7" at 10 steps, "24,40"
-    /// at 56).
+    /// none). Default: the original's examples scaled proportionally to the
+    /// step count: SD3 "12,20" at 28 steps (e.g. "4,7" at 10 steps), Lumina
+    /// "12,22" at 30.
     #[arg(long = "error-reset-steps", alias = "error_reset_steps")]
     error_reset_steps: Option<String>,
     /// How each latent pixel is scored before averaging over its patch.
     #[arg(long, value_enum, default_value = "std")]
     metric: MetricArg,
     /// Share of skipped tokens taken from the highest scores (the rest from
-    /// the lowest), in [0, 1].
-    #[arg(long = "high-ratio", alias = "high_ratio", default_value_t = 0.3)]
-    high_ratio: f64,
+    /// the lowest), in [0, 1]. Default: 0.3 for SD3, 1 for Lumina (the
+    /// original's examples).
+    #[arg(long = "high-ratio", alias = "high_ratio")]
+    high_ratio: Option<f64>,
     /// k in score · exp(k · times dropped): favours long-skipped tokens.
     #[arg(long = "starvation-scale", alias = "starvation_scale", default_value_t = 0.1)]
     starvation_scale: f64,
@@ -50,26 +51,21 @@ pub struct RasArgs {
     #[arg(long = "scheduler-end-step", alias = "scheduler_end_step")]
     scheduler_end_step: Option<usize>,
     /// Dynamic schedule: tokens added to the skip count per step group
-    /// (may be negative). 0 with --skip-num-step-length 0 is static.
-    #[arg(
-        long = "skip-num-step",
-        alias = "skip_num_step",
-        default_value_t = 0,
-        allow_hyphen_values = true
-    )]
-    skip_num_step: i64,
-    /// Dynamic schedule: steps per group (0 = static schedule).
-    #[arg(
-        long = "skip-num-step-length",
-        alias = "skip_num_step_length",
-        default_value_t = 0
-    )]
-    skip_num_step_length: usize,
+    /// (may be negative). Default: 0 for SD3 (static); for Lumina the
+    /// original's 256 at 1024² (4096 tokens), scaled by tokens / 4096 at
+    /// other sizes.
+    #[arg(long = "skip-num-step", alias = "skip_num_step", allow_hyphen_values = true)]
+    skip_num_step: Option<i64>,
+    /// Dynamic schedule: steps per group (0 = static schedule). Default: 0
+    /// for SD3, 4 for Lumina.
+    #[arg(long = "skip-num-step-length", alias = "skip_num_step_length")]
+    skip_num_step_length: Option<usize>,
 }
 
 impl RasArgs {
-    pub fn config(&self, steps: usize) -> anyhow::Result<RasConfig> {
-        let defaults = RasConfig::sd3_example(steps);
+    /// The settings for a run of `steps` steps: these flags over `defaults`
+    /// (the model family's example, see `ras::pipeline::ras_defaults`).
+    pub fn config(&self, steps: usize, defaults: RasConfig) -> anyhow::Result<RasConfig> {
         let error_reset_steps = match &self.error_reset_steps {
             None => defaults.error_reset_steps,
             Some(list) => list
@@ -88,13 +84,13 @@ impl RasArgs {
                 MetricArg::Std => Metric::Std,
                 MetricArg::L2norm => Metric::L2Norm,
             },
-            high_ratio: self.high_ratio,
+            high_ratio: self.high_ratio.unwrap_or(defaults.high_ratio),
             starvation_scale: self.starvation_scale,
             scheduler_start_step: self.scheduler_start_step,
             scheduler_end_step: self.scheduler_end_step.unwrap_or(steps),
             error_reset_steps,
-            skip_num_step: self.skip_num_step,
-            skip_num_step_length: self.skip_num_step_length,
+            skip_num_step: self.skip_num_step.unwrap_or(defaults.skip_num_step),
+            skip_num_step_length: self.skip_num_step_length.unwrap_or(defaults.skip_num_step_length),
         };
         cfg.validate(steps)?;
         Ok(cfg)

@@ -81,10 +81,7 @@ pub fn euler_step(
     if v.shape().len() != 4 || v.shape()[0] != rows || vc < c || v.shape()[2..] != [h, w] {
         return Err(Error::shape(
             OP,
-            format!(
-                "model output {:?} should be [{rows}, ≥ {c}, {h}, {w}]",
-                v.shape()
-            ),
+            format!("model output {:?} should be [{rows}, ≥ {c}, {h}, {w}]", v.shape()),
         ));
     }
     let patch = merge.as_ref().map_or(1, |m| m.patch);

@@ -7,3 +7,42 @@ pub mod text;
 pub mod vae;
 
 pub use dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
+
+use std::path::Path;
+
+use crate::config::{config_error, read_json};
+use crate::error::Result;
+use crate::gpu::Gpu;
+
+/// The transformer classes `ras` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `SD3Transformer2DModel` (Stable Diffusion 3 / 3.5 MMDiT).
+    Sd3,
+}
+
+impl Family {
+    /// The family of a diffusers `transformer/` folder, from the
+    /// `_class_name` of its config.json.
+    pub fn of_transformer(dir: &Path) -> Result<Family> {
+        let path = dir.join("config.json");
+        let json: serde_json::Value = read_json(&path)?;
+        match json["_class_name"].as_str().unwrap_or("") {
+            "SD3Transformer2DModel" => Ok(Family::Sd3),
+            other => Err(config_error(
+                &path,
+                format!(
+                    "_class_name is '{other}'; ras runs SD3Transformer2DModel \
+                     (Stable Diffusion 3) transformers"
+                ),
+            )),
+        }
+    }
+}
+
+/// Loads a diffusers `transformer/` folder of any supported family.
+pub fn load_transformer(gpu: &Gpu, dir: &Path) -> Result<Box<dyn Dit>> {
+    Ok(match Family::of_transformer(dir)? {
+        Family::Sd3 => Box::new(sd3::Sd3Transformer::load_dir(gpu, dir)?),
+    })
+}

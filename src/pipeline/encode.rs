@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use crate::models::Conditioning;
 use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::models::text::{ClipTextModel, T5Encoder};
+use crate::models::Conditioning;
 use crate::text::{ClipTokenizer, T5Tokenizer, CLIP_MAX_LEN};
 
 use super::model_dir::ModelDir;

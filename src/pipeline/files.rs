@@ -7,8 +7,7 @@ use std::path::Path;
 use super::sample::{sample, SampleRequest, StepInfo};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::models::Conditioning;
-use crate::models::sd3::Sd3Transformer;
+use crate::models::{Conditioning, Dit};
 use crate::ras::RasConfig;
 use crate::weights::{load_f32, save, Values, Weights};
 
@@ -29,7 +28,7 @@ pub struct SampleFiles<'a> {
 /// `latents_final` (and the active sets). Returns the K/V-cache bytes.
 pub fn sample_files(
     gpu: &Gpu,
-    model: &Sd3Transformer,
+    model: &dyn Dit,
     job: &SampleFiles,
     mut on_step: impl FnMut(&StepInfo),
 ) -> Result<u64> {

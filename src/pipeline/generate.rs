@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::models::sd3::{Sd3Config, Sd3Transformer};
 use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
+use crate::models::Family;
 use crate::ras::RasConfig;
 use crate::sampling::{gaussian_noise, SchedulerConfig};
 
@@ -143,6 +144,13 @@ impl Pipeline {
             height: native,
             ..GenerateRequest::new(prompt)
         }
+    }
+
+    /// The original's RAS example for this model, fitted to the request's
+    /// step count and size (see [`ras_defaults`](super::ras_defaults)).
+    pub fn ras_defaults(&self, req: &GenerateRequest) -> RasConfig {
+        let m = self.size_multiple();
+        super::ras_defaults(Family::Sd3, req.steps, (req.width / m) * (req.height / m))
     }
 
     /// Pixels per latent pixel times patch size: width and height must be

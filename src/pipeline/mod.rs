@@ -1,5 +1,6 @@
 //! End-to-end pipelines over the models.
 
+pub mod defaults;
 pub mod encode;
 pub mod files;
 pub mod generate;
@@ -9,6 +10,7 @@ pub mod png;
 mod preview;
 pub mod sample;
 
+pub use defaults::{defaults, ras_defaults, Defaults};
 pub use encode::{PromptEmbeds, TextEncoders};
 pub use files::{sample_files, SampleFiles};
 pub use generate::{Event, GenerateRequest, Generation, Image, Pipeline, PipelineOptions};

@@ -33,6 +33,9 @@ pub struct RasConfig {
 
 /// The original's SD3 example is tuned for 28 steps.
 pub const SD3_EXAMPLE_STEPS: usize = 28;
+/// The original's Lumina-Next example: 30 steps at 1024² (4096 tokens).
+pub const LUMINA_EXAMPLE_STEPS: usize = 30;
+pub const LUMINA_EXAMPLE_TOKENS: usize = 4096;
 
 impl RasConfig {
     /// The original SD3 example (ras-spec §2.3) for `steps` steps: ratio 0.5,
@@ -51,6 +54,25 @@ impl RasConfig {
             error_reset_steps: [12, 20].into_iter().map(scale).filter(|&s| s < steps).collect(),
             skip_num_step: 0,
             skip_num_step_length: 0,
+        }
+    }
+
+    /// The original Lumina-Next example (ras-spec §2.3) for `steps` steps
+    /// over `tokens` image tokens: ratio 0.5, std metric, high_ratio 1,
+    /// start 4, end = steps, resets at 12 and 22 (scaled by `steps / 30`),
+    /// and the dynamic schedule adding 256 skipped tokens every 4 steps —
+    /// 256 at 4096 tokens (1024²), scaled by `tokens / 4096` otherwise, so
+    /// that the ramp keeps its shape (256 would ask a 512² image to skip a
+    /// negative count).
+    pub fn lumina_example(steps: usize, tokens: usize) -> RasConfig {
+        let scale = |s: usize| ((s * steps) as f64 / LUMINA_EXAMPLE_STEPS as f64).round() as usize;
+        let ramp = (256.0 * tokens as f64 / LUMINA_EXAMPLE_TOKENS as f64).round() as i64;
+        RasConfig {
+            high_ratio: 1.0,
+            error_reset_steps: [12, 22].into_iter().map(scale).filter(|&s| s < steps).collect(),
+            skip_num_step: ramp,
+            skip_num_step_length: 4,
+            ..RasConfig::sd3_example(steps)
         }
     }
 

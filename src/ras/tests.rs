@@ -33,17 +33,21 @@ fn sd3_example_table() {
 
 #[test]
 fn lumina_dynamic_example_table() {
-    let cfg = RasConfig {
-        sample_ratio: 0.5,
-        metric: Metric::Std,
-        high_ratio: 1.0,
-        starvation_scale: 0.1,
-        scheduler_start_step: 4,
-        scheduler_end_step: 30,
-        error_reset_steps: vec![12, 22],
-        skip_num_step: 256,
-        skip_num_step_length: 4,
-    };
+    let cfg = RasConfig::lumina_example(30, 4096);
+    assert_eq!(
+        cfg,
+        RasConfig {
+            sample_ratio: 0.5,
+            metric: Metric::Std,
+            high_ratio: 1.0,
+            starvation_scale: 0.1,
+            scheduler_start_step: 4,
+            scheduler_end_step: 30,
+            error_reset_steps: vec![12, 22],
+            skip_num_step: 256,
+            skip_num_step_length: 4,
+        }
+    );
     let s = Schedule::new(&cfg, 30, 4096).unwrap();
     let want_skip = [
         0, 0, 0, 0, 1280, 1280, 1280, 1280, 1536, 1536, 1536, 1536, 0, 1792, 1792, 1792, 2048, 2048, 2048,
@@ -180,4 +184,20 @@ fn reset_steps_scale_with_step_count() {
 fn ratio_one_is_dense_everywhere() {
     let s = Schedule::new(&RasConfig::dense(28), 28, 4096).unwrap();
     assert!((0..28).all(|i| s.kind(i) == StepKind::Dense { refresh: false } && !s.selects_after(i)));
+}
+
+/// At other sizes the Lumina example's ramp scales with the token count,
+/// so every step count stays a valid skip (256 tokens would make 512²
+/// images skip a negative count).
+#[test]
+fn lumina_example_other_sizes() {
+    for (steps, tokens) in [(30, 1024), (30, 256), (10, 256), (20, 576)] {
+        let cfg = RasConfig::lumina_example(steps, tokens);
+        let s = Schedule::new(&cfg, steps, tokens)
+            .unwrap_or_else(|e| panic!("{steps} steps, {tokens} tokens: {e}"));
+        let ras = (0..steps).filter(|&i| s.kind(i) == StepKind::Ras).count();
+        assert!(ras > 0, "{steps} steps, {tokens} tokens: no RAS step");
+    }
+    assert_eq!(RasConfig::lumina_example(30, 1024).skip_num_step, 64);
+    assert_eq!(RasConfig::lumina_example(10, 256).error_reset_steps, [4, 7]);
 }

@@ -83,7 +83,19 @@ fn euler_step_lumina_rule() {
         let (want_x, want_v) =
             reference::euler_step(&x, vals, vc, combine, -0.05, Some((&cache, &dropped, p)), c, h, w);
         let what = format!("lumina rule, guidance {guidance:?}");
-        check(&format!("v_hat {what}"), &gpu.read_f32(&vh).unwrap(), &want_v, 1e-6, seed);
-        check(&format!("x_next {what}"), &gpu.read_f32(&xn).unwrap(), &want_x, 1e-6, seed);
+        check(
+            &format!("v_hat {what}"),
+            &gpu.read_f32(&vh).unwrap(),
+            &want_v,
+            1e-6,
+            seed,
+        );
+        check(
+            &format!("x_next {what}"),
+            &gpu.read_f32(&xn).unwrap(),
+            &want_x,
+            1e-6,
+            seed,
+        );
     }
 }

@@ -1,0 +1,126 @@
+//! `ras bench`: kernel, transformer and RAS timings on the selected adapter.
+
+use anyhow::Result;
+use clap::Subcommand;
+use ras::bench::{ras as ras_bench, sd3, Figure};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Linear and attention kernels at DiT shapes (SD3-medium widths).
+    Kernels {
+        /// Timed repetitions per kernel (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Token count M of the linear shapes and query count of attention
+        /// (4096 = a 1024×1024 SD3 image). Smaller values finish sooner on
+        /// software adapters.
+        #[arg(long, default_value_t = 4096)]
+        tokens: usize,
+    },
+    /// Dense vs RAS sampling loops on the same transformer (SD3-medium widths,
+    /// synthetic f16 weights, 333 text tokens, the original's SD3 schedule),
+    /// in one run: prints each time, the speed-up (dense time / RAS time) and
+    /// the ideal speed-up from image token-steps.
+    Ras {
+        /// Transformer blocks (24 in SD3-medium).
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        /// Image side in pixels (1024 = 4096 image tokens).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 28)]
+        steps: usize,
+        /// Run without classifier-free guidance (batch 1 instead of 2).
+        #[arg(long = "no-cfg")]
+        no_cfg: bool,
+        /// Sample ratios to compare against dense.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,0.25,0.125")]
+        ratios: Vec<f64>,
+    },
+    /// One dense SD3 transformer forward at SD3-medium widths (1536 wide,
+    /// 24 heads × 64) with synthetic f16 weights and 333 text tokens.
+    Sd3 {
+        /// Transformer blocks (24 in SD3-medium; fewer finish sooner on
+        /// software adapters).
+        #[arg(long, default_value_t = 24)]
+        layers: usize,
+        /// Image side in pixels (the latent is size/8, tokens (size/16)²).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Batch size (2 = one classifier-free-guidance step).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed repetitions (the best is reported).
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+    },
+}
+
+pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
+    println!("adapter: {} ({})", gpu.adapter_name(), gpu.backend());
+    match what {
+        BenchWhat::Kernels { reps, tokens } => {
+            let shapes = [(1024, 1024, 1024), (tokens, 1536, 1536), (tokens, 6144, 1536)];
+            for (m, n, k) in shapes {
+                report(&ras::bench::bench_linear(gpu, m, n, k, reps)?);
+            }
+            // 1024² SD3: 4096 image queries against 4096 + 333 keys.
+            report(&ras::bench::bench_attention(
+                gpu,
+                tokens,
+                tokens + 333,
+                24,
+                64,
+                reps,
+            )?);
+        }
+        BenchWhat::Ras {
+            layers,
+            size,
+            steps,
+            no_cfg,
+            ratios,
+        } => {
+            let cfg = ras_bench::RasBenchConfig {
+                layers,
+                size,
+                steps,
+                cfg: !no_cfg,
+                ratios,
+            };
+            println!(
+                "{layers} layers, {size}px ({} image + 333 text tokens), {steps} steps, cfg {}",
+                (size / 16) * (size / 16),
+                !no_cfg
+            );
+            let mut dense: Option<ras_bench::RunFigure> = None;
+            ras_bench::bench_ras(gpu, &cfg, |f| {
+                let d = dense.get_or_insert_with(|| f.clone());
+                println!(
+                    "ratio {:<6} {:>9.2} s  speed-up {:>5.2}x  ideal {:>5.2}x  K/V cache {:>7.1} MiB",
+                    f.ratio,
+                    f.seconds,
+                    d.seconds / f.seconds,
+                    d.token_steps as f64 / f.token_steps as f64,
+                    f.kv_cache_bytes as f64 / (1 << 20) as f64
+                );
+            })?;
+        }
+        BenchWhat::Sd3 {
+            layers,
+            size,
+            batch,
+            reps,
+        } => report(&sd3::bench_sd3(gpu, layers, size, batch, reps)?),
+    }
+    Ok(())
+}
+
+fn report(f: &Figure) {
+    println!(
+        "{:<44} {:>10.1} ms {:>9.1} GFLOP/s",
+        f.name,
+        f.seconds * 1e3,
+        f.gflops()
+    );
+}

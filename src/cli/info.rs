@@ -1,0 +1,43 @@
+//! `ras info`: the adapters, their features and limits, and the one `ras`
+//! would pick.
+
+use anyhow::Result;
+
+pub fn run(filter: Option<&str>) -> Result<()> {
+    let adapters = ras::gpu::list_adapters();
+    if adapters.is_empty() {
+        anyhow::bail!(
+            "no GPU adapter found. Without a GPU install Mesa's software Vulkan driver: \
+             `apt-get install -y mesa-vulkan-drivers`"
+        );
+    }
+    println!(
+        "{:<40} {:<7} {:<13} {:<8} {:>10} {:>10} {:>8} {:>9}  features",
+        "adapter", "backend", "type", "compute", "binding", "buffer", "wg mem", "subgroup"
+    );
+    for a in &adapters {
+        println!(
+            "{:<40} {:<7} {:<13} {:<8} {:>10} {:>10} {:>8} {:>9}  {}",
+            truncate(&a.name, 40),
+            a.backend,
+            a.device_type,
+            if a.compute { "yes" } else { "no" },
+            mib(a.max_storage_binding),
+            mib(a.max_buffer),
+            format!("{}K", a.max_workgroup_storage / 1024),
+            format!("{}-{}", a.subgroup_size.0, a.subgroup_size.1),
+            a.features.join(",")
+        );
+    }
+    let gpu = super::open(filter)?;
+    println!("\nselected: {} ({})", gpu.adapter_name(), gpu.backend());
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{}M", bytes >> 20)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
