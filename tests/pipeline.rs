@@ -173,7 +173,7 @@ fn same_seed_gives_the_same_png_bytes() {
     let mut run = |req: &GenerateRequest, file: &str| {
         let out = pipeline.generate(req, |_| ControlFlow::Continue(())).unwrap();
         let path = dir.path().join(file);
-        write_png(&path, &out.images[0], &parameters(req, "fixture", true, 0)).unwrap();
+        write_png(&path, &out.images[0], &parameters(req, "fixture", Some(true), 0)).unwrap();
         std::fs::read(path).unwrap()
     };
     let a = run(&req, "a.png");

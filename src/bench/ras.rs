@@ -1,23 +1,32 @@
 //! `ras bench ras`: the dense and the RAS sampling loop on the same
-//! transformer, inputs and adapter in one run (SD3-medium widths, synthetic
-//! weights). The speed-up is dense time / RAS time; the ideal is dense
-//! image-token-steps / RAS image-token-steps.
+//! transformer, inputs and adapter in one run (the real model's widths,
+//! synthetic weights, fewer layers where needed). The speed-up is dense
+//! time / RAS time; the ideal is dense image-token-steps / RAS
+//! image-token-steps.
 
 use std::time::Instant;
 
 use super::filler;
 use super::sd3::TEXT_TOKENS;
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{DType, Gpu};
+use crate::models::lumina::{LuminaConfig, LuminaTransformer};
 use crate::models::sd3::{Sd3Config, Sd3Transformer};
-use crate::models::Conditioning;
-use crate::pipeline::{sample, SampleRequest};
+use crate::models::{Conditioning, Dit, Family};
+use crate::pipeline::{defaults, ras_defaults, sample, SampleRequest};
 use crate::ras::RasConfig;
 use crate::weights::Weights;
+
+/// Caption rows of the Lumina benchmark: a prompt of about 40 words (57
+/// Gemma tokens + BOS) padded to a multiple of 8, as LuminaPipeline pads.
+pub const LUMINA_CAPTION_TOKENS: usize = 64;
+const LUMINA_REAL_TOKENS: usize = 58;
 
 /// Shape of the benchmark run.
 #[derive(Debug, Clone)]
 pub struct RasBenchConfig {
+    /// SD3-medium or Lumina-Next-SFT widths.
+    pub family: Family,
     pub layers: usize,
     /// Image side in pixels (tokens = (size/16)²).
     pub size: usize,
@@ -25,6 +34,16 @@ pub struct RasBenchConfig {
     /// Classifier-free guidance (batch 2 through the transformer) or not.
     pub cfg: bool,
     pub ratios: Vec<f64>,
+}
+
+impl RasBenchConfig {
+    /// Text rows the transformer sees per image.
+    pub fn text_tokens(&self) -> usize {
+        match self.family {
+            Family::Sd3 => TEXT_TOKENS,
+            Family::Lumina => LUMINA_CAPTION_TOKENS,
+        }
+    }
 }
 
 /// One sampling run's figures.
@@ -37,44 +56,69 @@ pub struct RunFigure {
     pub kv_cache_bytes: u64,
 }
 
-/// Runs dense, then RAS at each ratio; the first entry is dense.
+/// A synthetic transformer at the family's widths and a prompt and a
+/// negative prompt for it.
+fn setup(gpu: &Gpu, cfg: &RasBenchConfig) -> Result<(Box<dyn Dit>, Conditioning, Conditioning)> {
+    let weights = Weights::synthetic(DType::F16);
+    let l = cfg.text_tokens();
+    Ok(match cfg.family {
+        Family::Sd3 => {
+            let model = Sd3Transformer::load(gpu, &weights, Sd3Config::sd3_medium(cfg.layers))?;
+            let text = |seed| -> Result<Conditioning> {
+                Ok(Conditioning {
+                    tokens: gpu.upload_f32(&filler(l * 4096, seed), &[1, l, 4096])?,
+                    pooled: Some(gpu.upload_f32(&filler(2048, seed + 1), &[1, 2048])?),
+                    mask: None,
+                    text_weights: None,
+                })
+            };
+            (Box::new(model), text(12)?, text(14)?)
+        }
+        Family::Lumina => {
+            let model = LuminaTransformer::load(gpu, &weights, LuminaConfig::lumina_next_sft(cfg.layers))?;
+            // Left padding, as Gemma's tokenizer pads.
+            let mask: Vec<f32> = (0..l)
+                .map(|j| u8::from(j >= l - LUMINA_REAL_TOKENS) as f32)
+                .collect();
+            let text = |seed| -> Result<Conditioning> {
+                Ok(Conditioning {
+                    tokens: gpu.upload_f32(&filler(l * 2048, seed), &[1, l, 2048])?,
+                    pooled: None,
+                    mask: Some(mask.clone()),
+                    text_weights: None,
+                })
+            };
+            (Box::new(model), text(12)?, text(14)?)
+        }
+    })
+}
+
+/// Runs dense, then RAS at each ratio (the family's example schedule); the
+/// first entry is dense.
 pub fn bench_ras(
     gpu: &Gpu,
     cfg: &RasBenchConfig,
     mut report: impl FnMut(&RunFigure),
 ) -> Result<Vec<RunFigure>> {
-    let model = Sd3Transformer::load(
-        gpu,
-        &Weights::synthetic(DType::F16),
-        Sd3Config::sd3_medium(cfg.layers),
-    )?;
+    let (model, cond, uncond) = setup(gpu, cfg)?;
+    let c = model.latent_channels();
     let side = cfg.size / 8;
-    let latents = gpu.upload_f32(&filler(16 * side * side, 11), &[1, 16, side, side])?;
-    let ctx = gpu.upload_f32(&filler(TEXT_TOKENS * 4096, 12), &[1, TEXT_TOKENS, 4096])?;
-    let pooled = gpu.upload_f32(&filler(2048, 13), &[1, 2048])?;
-    let neg_ctx = gpu.upload_f32(&filler(TEXT_TOKENS * 4096, 14), &[1, TEXT_TOKENS, 4096])?;
-    let neg_pooled = gpu.upload_f32(&filler(2048, 15), &[1, 2048])?;
-    let text = |tokens: Tensor, pooled: Tensor| Conditioning {
-        tokens,
-        pooled: Some(pooled),
-        mask: None,
-        text_weights: None,
-    };
-    let (cond, uncond) = (text(ctx, pooled), text(neg_ctx, neg_pooled));
+    let latents = gpu.upload_f32(&filler(c * side * side, 11), &[1, c, side, side])?;
+    let family = defaults(cfg.family);
     let run = |ras: RasConfig, steps: usize| -> Result<RunFigure> {
         let request = SampleRequest {
             latents: &latents,
             cond: &cond,
             uncond: Some(&uncond),
             steps,
-            guidance: if cfg.cfg { 7.0 } else { 1.0 },
-            shift: 3.0,
+            guidance: if cfg.cfg { family.guidance } else { 1.0 },
+            shift: family.shift,
             ras: ras.clone(),
         };
         let mut token_steps = 0;
         gpu.sync()?;
         let start = Instant::now();
-        let out = sample(gpu, &model, &request, |s| {
+        let out = sample(gpu, model.as_ref(), &request, |s| {
             token_steps += s.active_tokens;
             std::ops::ControlFlow::Continue(())
         })?;
@@ -95,10 +139,13 @@ pub fn bench_ras(
         ..RasConfig::sd3_example(3)
     };
     run(warm_up, 3)?;
+    let p = model.patch_size();
+    let tokens = (side / p) * (side / p);
     let mut figures = Vec::new();
+    let example = ras_defaults(cfg.family, cfg.steps, tokens);
     for ras in std::iter::once(RasConfig::dense(cfg.steps)).chain(cfg.ratios.iter().map(|&r| RasConfig {
         sample_ratio: r,
-        ..RasConfig::sd3_example(cfg.steps)
+        ..example.clone()
     })) {
         let f = run(ras, cfg.steps)?;
         report(&f);

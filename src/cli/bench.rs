@@ -1,8 +1,27 @@
 //! `ras bench`: kernel, transformer and RAS timings on the selected adapter.
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use ras::bench::{ras as ras_bench, sd3, Figure};
+use ras::models::Family;
+use ras::pipeline::defaults;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BenchModel {
+    /// Stable Diffusion 3 medium.
+    Sd3,
+    /// Lumina-Next-SFT (2B).
+    Lumina,
+}
+
+impl BenchModel {
+    fn family(self) -> Family {
+        match self {
+            BenchModel::Sd3 => Family::Sd3,
+            BenchModel::Lumina => Family::Lumina,
+        }
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
@@ -17,19 +36,25 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 4096)]
         tokens: usize,
     },
-    /// Dense vs RAS sampling loops on the same transformer (SD3-medium widths,
-    /// synthetic f16 weights, 333 text tokens, the original's SD3 schedule),
-    /// in one run: prints each time, the speed-up (dense time / RAS time) and
-    /// the ideal speed-up from image token-steps.
+    /// Dense vs RAS sampling loops on the same transformer, in one run:
+    /// prints each time, the speed-up (dense time / RAS time) and the ideal
+    /// speed-up from image token-steps. SD3: SD3-medium widths, 333 text
+    /// tokens, the original's SD3 schedule; Lumina: Lumina-Next-SFT widths
+    /// (2304 wide, 32 heads / 8 KV heads of 72), a 64-token caption, the
+    /// original's Lumina schedule (dynamic). Synthetic f16 weights.
     Ras {
-        /// Transformer blocks (24 in SD3-medium).
+        /// Which model's widths and RAS schedule.
+        #[arg(long, value_enum, default_value = "sd3")]
+        model: BenchModel,
+        /// Transformer blocks (24 in SD3-medium and Lumina-Next-SFT).
         #[arg(long, default_value_t = 2)]
         layers: usize,
         /// Image side in pixels (1024 = 4096 image tokens).
         #[arg(long, default_value_t = 1024)]
         size: usize,
-        #[arg(long, default_value_t = 28)]
-        steps: usize,
+        /// Default: the model's (SD3 28, Lumina 30).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Run without classifier-free guidance (batch 1 instead of 2).
         #[arg(long = "no-cfg")]
         no_cfg: bool,
@@ -75,13 +100,17 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
             )?);
         }
         BenchWhat::Ras {
+            model,
             layers,
             size,
             steps,
             no_cfg,
             ratios,
         } => {
+            let family = model.family();
+            let steps = steps.unwrap_or(defaults(family).steps);
             let cfg = ras_bench::RasBenchConfig {
+                family,
                 layers,
                 size,
                 steps,
@@ -89,8 +118,10 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
                 ratios,
             };
             println!(
-                "{layers} layers, {size}px ({} image + 333 text tokens), {steps} steps, cfg {}",
+                "{}: {layers} layers, {size}px ({} image + {} text tokens), {steps} steps, cfg {}",
+                family.name(),
                 (size / 16) * (size / 16),
+                cfg.text_tokens(),
                 !no_cfg
             );
             let mut dense: Option<ras_bench::RunFigure> = None;

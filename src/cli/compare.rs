@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ras::eval::adherence::read_expected;
 use ras::eval::{compare, compute_map, diff_heatmap, token_counts, warm_up, Palette, PromptComparison};
+use ras::models::Family;
 use ras::pipeline::{parameters, write_png, GenerateRequest, Pipeline, PipelineOptions};
 use serde_json::json;
 
@@ -35,10 +36,12 @@ pub struct CompareArgs {
     /// Seed of the initial noise, shared by both runs (prompt i uses seed + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 28)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 7.0)]
-    pub guidance: f32,
+    /// Default: the model's (SD3 28, Lumina-Next 30).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Default: the model's (SD3 7, Lumina-Next 4).
+    #[arg(long)]
+    pub guidance: Option<f32>,
     /// Default: the model's native size.
     #[arg(long)]
     pub width: Option<usize>,
@@ -95,7 +98,7 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
     };
     let mut pipeline =
         Pipeline::load(gpu, &model, options).with_context(|| format!("opening the model '{model}'"))?;
-    let t5 = pipeline.dir.has_t5 && !args.no_t5;
+    let t5 = (pipeline.family() == Family::Sd3).then_some(pipeline.dir.has_t5 && !args.no_t5);
     let palette = match &expected {
         Some(_) => Some(Palette::from_file(&pipeline.dir.root.join("demo_palette.json"))?),
         None => None,
@@ -105,8 +108,8 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
         req.negative_prompt = args.negative_prompt.clone();
         req.width = args.width.unwrap_or(req.width);
         req.height = args.height.unwrap_or(req.height);
-        req.steps = args.steps;
-        req.guidance = args.guidance;
+        req.steps = args.steps.unwrap_or(req.steps);
+        req.guidance = args.guidance.unwrap_or(req.guidance);
         req.max_sequence_length = args.max_sequence_length;
         req
     };
@@ -165,8 +168,8 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
     let summary = json!({
         "model": pipeline.dir.name,
         "adapter": gpu.adapter_name(),
-        "steps": args.steps,
-        "guidance": args.guidance,
+        "steps": template.steps,
+        "guidance": template.guidance,
         "ras": {
             "sample_ratio": ras.sample_ratio,
             "metric": ras.metric.name(),
@@ -245,7 +248,7 @@ fn write_outputs(
     p: &Pipeline,
     req: &GenerateRequest,
     c: &PromptComparison,
-    t5: bool,
+    t5: Option<bool>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (dense, ras) = (&c.dense.generation.images[0], &c.ras.generation.images[0]);
@@ -264,7 +267,7 @@ fn write_outputs(
         &diff_heatmap(dense, ras)?,
         "|dense - ras|, inferno, full scale 64",
     )?;
-    let grid = p.vae_config.scale_factor() * p.transformer_config.patch_size;
+    let grid = p.size_multiple();
     let (gw, gh) = (req.width / grid, req.height / grid);
     let counts = token_counts(req.steps, &c.ras.generation.active, gw * gh, 0);
     let map = compute_map(ras, &counts, gw, req.steps)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ras::models::{sd3, Family};
+use ras::models::{lumina, sd3, Family};
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -27,6 +27,10 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &ForwardArgs) -> Result<()> {
         Family::Sd3 => {
             let model = sd3::Sd3Transformer::load_dir(gpu, &args.transformer).with_context(loading)?;
             sd3::forward_files(gpu, &model, &args.inputs, &args.output)?;
+        }
+        Family::Lumina => {
+            let model = lumina::LuminaTransformer::load_dir(gpu, &args.transformer).with_context(loading)?;
+            lumina::forward_files(gpu, &model, &args.inputs, &args.output)?;
         }
     }
     eprintln!("wrote {}", args.output.display());

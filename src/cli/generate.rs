@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use ras::models::Family;
 use ras::pipeline::{parameters, write_png, Event, Pipeline, PipelineOptions};
 use ras::ras::StepKind;
 use ras::weights::{load_f32, Weights};
@@ -17,31 +18,42 @@ pub use ras::pipeline::DEMO_MODEL as DEFAULT_MODEL;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// A diffusers StableDiffusion3Pipeline folder, or a Hugging Face repo id
-    /// (e.g. stabilityai/stable-diffusion-3-medium-diffusers) already in the
-    /// local cache (HF_HUB_CACHE / HF_HOME / ~/.cache/huggingface). Default:
-    /// the built-in demo model (models/ras-demo).
+    /// A diffusers StableDiffusion3Pipeline or LuminaPipeline folder (its
+    /// model_index.json says which), or a Hugging Face repo id (e.g.
+    /// stabilityai/stable-diffusion-3-medium-diffusers,
+    /// Alpha-VLLM/Lumina-Next-SFT-diffusers) already in the local cache
+    /// (HF_HUB_CACHE / HF_HOME / ~/.cache/huggingface). Default: the
+    /// built-in demo model (models/ras-demo, SD3 format).
     #[arg(long, env = "RAS_MODEL")]
     pub model: Option<String>,
-    /// What to draw (CLIP reads the first 75 tokens, T5 --max-sequence-length).
+    /// What to draw (SD3: CLIP reads the first 75 tokens, T5
+    /// --max-sequence-length; Lumina: Gemma reads --max-sequence-length
+    /// tokens of the lower-cased, stripped prompt — diffusers' optional
+    /// caption cleaner (clean_caption, needs bs4 and ftfy) is not applied).
     #[arg(long)]
     pub prompt: String,
     /// What to steer away from (used with --guidance > 1).
     #[arg(long = "negative-prompt", default_value = "")]
     pub negative_prompt: String,
-    /// Image width in pixels (a multiple of 16 for SD3). Default: the
-    /// model's native size (1024 for SD3, 256 for the demo model).
+    /// Image width in pixels (a multiple of 16 for SD3 and Lumina). Default:
+    /// the model's native size (1024 for SD3 and Lumina-Next, 256 for the
+    /// demo model). Any multiple is used as given: diffusers' Lumina
+    /// resolution binning is not applied (nor needed: RoPE scaling adapts
+    /// the model to the size, as LuminaPipeline does).
     #[arg(long)]
     pub width: Option<usize>,
     /// Image height in pixels. Default: the model's native size.
     #[arg(long)]
     pub height: Option<usize>,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 28)]
-    pub steps: usize,
-    /// Classifier-free guidance scale (≤ 1 turns guidance off).
-    #[arg(long, default_value_t = 7.0)]
-    pub guidance: f32,
+    /// Denoising steps. Default: 28 for SD3, 30 for Lumina-Next (the
+    /// diffusers pipelines' defaults).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (≤ 1 turns guidance off). Default: 7
+    /// for SD3, 4 for Lumina-Next (which guides latent channels 0-2 only,
+    /// as its pipeline does).
+    #[arg(long)]
+    pub guidance: Option<f32>,
     /// Seed of the initial noise (ChaCha8 normal draws): the same seed,
     /// prompt and settings give the same PNG on the same adapter.
     #[arg(long, default_value_t = 0)]
@@ -49,10 +61,12 @@ pub struct GenerateArgs {
     /// Images of this prompt, denoised as one batch (files out-0.png, out-1.png, …).
     #[arg(long = "num-images")]
     pub num_images: Option<usize>,
-    /// T5 tokens (diffusers' max_sequence_length).
+    /// Text tokens: SD3's T5 length, Lumina's Gemma truncation length
+    /// (diffusers' max_sequence_length; LuminaPipeline 0.42 ignores its
+    /// call argument and always uses 256, ras uses this value).
     #[arg(long = "max-sequence-length", default_value_t = 256)]
     pub max_sequence_length: usize,
-    /// Leave the T5 encoder out (zeros in its place, as diffusers does
+    /// SD3: leave the T5 encoder out (zeros in its place, as diffusers does
     /// without text_encoder_3): less memory and time, weaker prompts.
     #[arg(long = "no-t5")]
     pub no_t5: bool,
@@ -89,8 +103,8 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
     req.negative_prompt = args.negative_prompt.clone();
     req.width = args.width.unwrap_or(req.width);
     req.height = args.height.unwrap_or(req.height);
-    req.steps = args.steps;
-    req.guidance = args.guidance;
+    req.steps = args.steps.unwrap_or(req.steps);
+    req.guidance = args.guidance.unwrap_or(req.guidance);
     req.seed = args.seed;
     req.num_images = args.num_images.unwrap_or(1);
     req.max_sequence_length = args.max_sequence_length;
@@ -119,14 +133,18 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
         req.latents_init = Some(values);
     }
     pipeline.validate(&req)?;
-    let t5 = pipeline.dir.has_t5 && !args.no_t5;
+    let t5 = (pipeline.family() == Family::Sd3).then_some(pipeline.dir.has_t5 && !args.no_t5);
     if args.verbose {
         eprintln!(
-            "adapter {} ({}), model {}, T5 {}",
+            "adapter {} ({}), {} model {}{}",
             gpu.adapter_name(),
             gpu.backend(),
+            pipeline.family().name(),
             pipeline.dir.root.display(),
-            if t5 { "on" } else { "off" }
+            match t5 {
+                Some(on) => format!(", T5 {}", if on { "on" } else { "off" }),
+                None => String::new(),
+            }
         );
     }
     let bar = ProgressBar::new(req.steps as u64);

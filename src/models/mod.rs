@@ -2,6 +2,7 @@
 //! paper's diagram, with the shape of each intermediate in a comment.
 
 pub mod dit;
+pub mod lumina;
 pub mod sd3;
 pub mod text;
 pub mod vae;
@@ -19,6 +20,8 @@ use crate::gpu::Gpu;
 pub enum Family {
     /// `SD3Transformer2DModel` (Stable Diffusion 3 / 3.5 MMDiT).
     Sd3,
+    /// `LuminaNextDiT2DModel` (Lumina-Next).
+    Lumina,
 }
 
 impl Family {
@@ -29,13 +32,32 @@ impl Family {
         let json: serde_json::Value = read_json(&path)?;
         match json["_class_name"].as_str().unwrap_or("") {
             "SD3Transformer2DModel" => Ok(Family::Sd3),
+            "LuminaNextDiT2DModel" => Ok(Family::Lumina),
             other => Err(config_error(
                 &path,
                 format!(
                     "_class_name is '{other}'; ras runs SD3Transformer2DModel \
-                     (Stable Diffusion 3) transformers"
+                     (Stable Diffusion 3) and LuminaNextDiT2DModel (Lumina-Next) transformers"
                 ),
             )),
+        }
+    }
+
+    /// The family a diffusers pipeline class (`model_index.json`'s
+    /// `_class_name`) runs.
+    pub fn of_pipeline(class: &str) -> Option<Family> {
+        match class {
+            c if c.starts_with("StableDiffusion3") => Some(Family::Sd3),
+            // LuminaText2ImgPipeline is diffusers' deprecated alias.
+            "LuminaPipeline" | "LuminaText2ImgPipeline" => Some(Family::Lumina),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sd3 => "Stable Diffusion 3",
+            Family::Lumina => "Lumina-Next",
         }
     }
 }
@@ -44,5 +66,6 @@ impl Family {
 pub fn load_transformer(gpu: &Gpu, dir: &Path) -> Result<Box<dyn Dit>> {
     Ok(match Family::of_transformer(dir)? {
         Family::Sd3 => Box::new(sd3::Sd3Transformer::load_dir(gpu, dir)?),
+        Family::Lumina => Box::new(lumina::LuminaTransformer::load_dir(gpu, dir)?),
     })
 }

@@ -20,13 +20,19 @@ pub fn defaults(family: Family) -> Defaults {
             guidance: 7.0,
             shift: 3.0,
         },
+        Family::Lumina => Defaults {
+            steps: 30,
+            guidance: 4.0,
+            shift: 1.0,
+        },
     }
 }
 
 /// The original's RAS example for the family, fitted to `steps` steps over
 /// `tokens` image tokens.
-pub fn ras_defaults(family: Family, steps: usize, _tokens: usize) -> RasConfig {
+pub fn ras_defaults(family: Family, steps: usize, tokens: usize) -> RasConfig {
     match family {
         Family::Sd3 => RasConfig::sd3_example(steps),
+        Family::Lumina => RasConfig::lumina_example(steps, tokens),
     }
 }

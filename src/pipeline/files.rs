@@ -23,9 +23,12 @@ pub struct SampleFiles<'a> {
     pub save_active: bool,
 }
 
-/// Reads `latents_init`, `prompt_embeds`, `negative_prompt_embeds`,
-/// `pooled_prompt_embeds`, `negative_pooled_prompt_embeds`; writes
-/// `latents_final` (and the active sets). Returns the K/V-cache bytes.
+/// Reads `latents_init`, `prompt_embeds` and `negative_prompt_embeds`, plus
+/// the conditioning the model has beside them when present
+/// (`pooled_prompt_embeds` / `negative_pooled_prompt_embeds` for SD3,
+/// `prompt_attention_mask` / `negative_prompt_attention_mask` for Lumina);
+/// writes `latents_final` (and the active sets). Returns the K/V-cache
+/// bytes.
 pub fn sample_files(
     gpu: &Gpu,
     model: &dyn Dit,
@@ -33,27 +36,28 @@ pub fn sample_files(
     mut on_step: impl FnMut(&StepInfo),
 ) -> Result<u64> {
     let file = Weights::from_files(&[job.inputs.to_owned()])?;
-    let upload = |name: &str| -> Result<_> {
+    let upload = |name: &str| -> Result<Tensor> {
         let (values, shape) = load_f32(&file, name)?;
         gpu.upload_f32(&values, &shape)
     };
-    let cfg = job.guidance > 1.0;
-    let optional = |name: &str| if cfg { upload(name).map(Some) } else { Ok(None) };
-    let latents = upload("latents_init")?;
-    let prompt_embeds = upload("prompt_embeds")?;
-    let pooled_prompt_embeds = upload("pooled_prompt_embeds")?;
-    let negative_prompt_embeds = optional("negative_prompt_embeds")?;
-    let negative_pooled_prompt_embeds = optional("negative_pooled_prompt_embeds")?;
-    let text = |tokens: Tensor, pooled: Tensor| Conditioning {
-        tokens,
-        pooled: Some(pooled),
-        mask: None,
-        text_weights: None,
+    let conditioning = |prefix: &str| -> Result<Conditioning> {
+        let pooled = format!("{prefix}pooled_prompt_embeds");
+        let mask = format!("{prefix}prompt_attention_mask");
+        Ok(Conditioning {
+            tokens: upload(&format!("{prefix}prompt_embeds"))?,
+            pooled: file.contains(&pooled).then(|| upload(&pooled)).transpose()?,
+            mask: file
+                .contains(&mask)
+                .then(|| load_f32(&file, &mask).map(|(m, _)| m))
+                .transpose()?,
+            text_weights: None,
+        })
     };
-    let cond = text(prompt_embeds, pooled_prompt_embeds);
-    let uncond = negative_prompt_embeds
-        .zip(negative_pooled_prompt_embeds)
-        .map(|(t, p)| text(t, p));
+    let latents = upload("latents_init")?;
+    let cond = conditioning("")?;
+    let uncond = (job.guidance > 1.0)
+        .then(|| conditioning("negative_"))
+        .transpose()?;
     let request = SampleRequest {
         latents: &latents,
         cond: &cond,

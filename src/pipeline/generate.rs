@@ -5,18 +5,19 @@
 
 use std::ops::ControlFlow;
 
+use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
-use crate::models::sd3::{Sd3Config, Sd3Transformer};
+use crate::models::sd3::Sd3Config;
 use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
-use crate::models::Family;
+use crate::models::{load_transformer, Conditioning, Dit, Family};
 use crate::ras::RasConfig;
 use crate::sampling::{gaussian_noise, SchedulerConfig};
 
-use super::encode::{PromptEmbeds, TextEncoders};
 use super::job::{Job, Output};
 use super::model_dir::ModelDir;
 use super::sample::{Denoiser, SampleRequest, StepInfo};
+use super::text::TextStage;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PipelineOptions {
@@ -98,28 +99,75 @@ pub struct Generation {
     pub active: Vec<(usize, Vec<Vec<u32>>)>,
 }
 
+/// What the pipeline needs to know of its transformer before loading it.
+#[derive(Debug, Clone)]
+pub struct TransformerInfo {
+    /// Native latent side (`sample_size`).
+    pub sample_size: usize,
+    pub patch_size: usize,
+    pub in_channels: usize,
+    /// Largest latent side in tokens (SD3's position table, the 384×384
+    /// RoPE table LuminaPipeline builds).
+    pub max_grid: usize,
+    /// SD3's `joint_attention_dim`: the text encoders pad to it (0 otherwise).
+    pub joint_dim: usize,
+}
+
+impl TransformerInfo {
+    fn read(dir: &ModelDir) -> Result<TransformerInfo> {
+        let path = dir.component("transformer").join("config.json");
+        Ok(match dir.family {
+            Family::Sd3 => {
+                let c = Sd3Config::from_file(&path)?;
+                TransformerInfo {
+                    sample_size: c.sample_size,
+                    patch_size: c.patch_size,
+                    in_channels: c.in_channels,
+                    max_grid: c.pos_grid(),
+                    joint_dim: c.joint_attention_dim,
+                }
+            }
+            Family::Lumina => {
+                let json: serde_json::Value = read_json(&path)?;
+                let field = |name: &str| {
+                    json[name].as_u64().map(|v| v as usize).ok_or_else(|| {
+                        config_error(&path, format!("'{name}' is missing or not a whole number"))
+                    })
+                };
+                TransformerInfo {
+                    sample_size: field("sample_size")?,
+                    patch_size: field("patch_size")?,
+                    in_channels: field("in_channels")?,
+                    max_grid: 384,
+                    joint_dim: 0,
+                }
+            }
+        })
+    }
+}
+
 pub struct Pipeline {
     gpu: Gpu,
     pub dir: ModelDir,
     pub options: PipelineOptions,
-    pub transformer_config: Sd3Config,
+    pub transformer_info: TransformerInfo,
     pub vae_config: VaeConfig,
     pub scheduler: SchedulerConfig,
-    text: Option<TextEncoders>,
-    transformer: Option<Sd3Transformer>,
+    text: Option<TextStage>,
+    transformer: Option<Box<dyn Dit>>,
     vae: Option<VaeDecoder>,
     /// The fitted latent → RGB map for previews, once fitted.
     preview: Option<Vec<f32>>,
 }
 
 impl Pipeline {
-    /// Opens an SD3 folder or cached repo id and reads its configs; weights
-    /// are loaded by the stages that need them.
+    /// Opens an SD3 or Lumina-Next folder or cached repo id and reads its
+    /// configs; weights are loaded by the stages that need them.
     pub fn load(gpu: &Gpu, model: &str, options: PipelineOptions) -> Result<Pipeline> {
         let dir = ModelDir::open(model)?;
         Ok(Pipeline {
             gpu: gpu.clone(),
-            transformer_config: Sd3Config::from_file(&dir.component("transformer").join("config.json"))?,
+            transformer_info: TransformerInfo::read(&dir)?,
             vae_config: VaeConfig::from_file(&dir.component("vae").join("config.json"))?,
             scheduler: SchedulerConfig::from_file(&dir.component("scheduler").join("scheduler_config.json"))?,
             dir,
@@ -135,34 +183,45 @@ impl Pipeline {
         &self.gpu
     }
 
-    /// A request with SD3's defaults at this model's native size
-    /// (`sample_size` latent pixels: 1024² for SD3, 256² for the demo model).
+    pub fn family(&self) -> Family {
+        self.dir.family
+    }
+
+    /// A request with the model family's pipeline defaults (SD3: 28 steps,
+    /// guidance 7; Lumina-Next: 30 steps, guidance 4) and RAS example at
+    /// this model's native size (`sample_size` latent pixels: 1024² for SD3
+    /// and Lumina-Next, 256² for the demo model).
     pub fn request(&self, prompt: &str) -> GenerateRequest {
-        let native = self.transformer_config.sample_size * self.vae_config.scale_factor();
-        GenerateRequest {
+        let native = self.transformer_info.sample_size * self.vae_config.scale_factor();
+        let d = super::defaults(self.family());
+        let mut req = GenerateRequest {
             width: native,
             height: native,
+            steps: d.steps,
+            guidance: d.guidance,
             ..GenerateRequest::new(prompt)
-        }
+        };
+        req.ras = self.ras_defaults(&req);
+        req
     }
 
     /// The original's RAS example for this model, fitted to the request's
     /// step count and size (see [`ras_defaults`](super::ras_defaults)).
     pub fn ras_defaults(&self, req: &GenerateRequest) -> RasConfig {
         let m = self.size_multiple();
-        super::ras_defaults(Family::Sd3, req.steps, (req.width / m) * (req.height / m))
+        super::ras_defaults(self.family(), req.steps, (req.width / m) * (req.height / m))
     }
 
     /// Pixels per latent pixel times patch size: width and height must be
     /// multiples of it (16 for SD3).
     pub fn size_multiple(&self) -> usize {
-        self.vae_config.scale_factor() * self.transformer_config.patch_size
+        self.vae_config.scale_factor() * self.transformer_info.patch_size
     }
 
     /// Latent shape `[B, C, H/f, W/f]` of a request.
     pub fn latent_shape(&self, req: &GenerateRequest) -> [usize; 4] {
         let f = self.vae_config.scale_factor();
-        let c = self.transformer_config.in_channels;
+        let c = self.transformer_info.in_channels;
         [req.num_images, c, req.height / f, req.width / f]
     }
 
@@ -177,7 +236,7 @@ impl Pipeline {
                 req.width, req.height
             ));
         }
-        let grid = self.transformer_config.pos_grid() * m;
+        let grid = self.transformer_info.max_grid * m;
         if req.width > grid || req.height > grid {
             return bad(format!(
                 "{}x{} exceeds the largest size this transformer's position table covers ({grid}x{grid})",
@@ -241,10 +300,6 @@ impl Pipeline {
         let latents = self.initial_latents(req)?;
         check(Event::Loading("transformer"))?;
         let transformer = self.take_transformer()?;
-        let (cond, uncond) = (
-            cond.into_conditioning(),
-            uncond.map(PromptEmbeds::into_conditioning),
-        );
         let request = SampleRequest {
             latents: &latents,
             cond: &cond,
@@ -254,36 +309,29 @@ impl Pipeline {
             shift: self.scheduler.shift,
             ras: req.ras.clone(),
         };
-        let denoiser = Denoiser::new(&self.gpu, &transformer, &request)?;
+        let denoiser = Denoiser::new(&self.gpu, transformer.as_ref(), &request)?;
         Ok(Job::new(self, transformer, denoiser))
     }
 
-    /// Prompt and (with guidance) negative-prompt embeddings, one row per image.
+    /// Prompt and (with guidance) negative-prompt conditioning, one row per image.
     fn encode(
         &mut self,
         req: &GenerateRequest,
         check: &mut impl FnMut(Event) -> Result<()>,
-    ) -> Result<(PromptEmbeds, Option<PromptEmbeds>)> {
+    ) -> Result<(Conditioning, Option<Conditioning>)> {
         if self.text.is_none() {
             check(Event::Loading("text encoders"))?;
-            self.text = Some(TextEncoders::load(&self.gpu, &self.dir, !self.options.no_t5)?);
+            let joint = self.transformer_info.joint_dim;
+            self.text = Some(TextStage::load(&self.gpu, &self.dir, !self.options.no_t5, joint)?);
         }
         check(Event::Encoding)?;
         let text = self.text.as_ref().expect("loaded above");
-        let joint = self.transformer_config.joint_attention_dim;
-        let embed = |prompt: &str| {
-            let prompts = vec![prompt; req.num_images];
-            text.encode(&self.gpu, &prompts, req.max_sequence_length, joint)
-        };
-        let cond = embed(&req.prompt)?;
-        let uncond = (req.guidance > 1.0)
-            .then(|| embed(&req.negative_prompt))
-            .transpose()?;
+        let encoded = text.encode(&self.gpu, req)?;
         if !self.options.keep_loaded {
             self.text = None;
             self.gpu.trim();
         }
-        Ok((cond, uncond))
+        Ok(encoded)
     }
 
     fn initial_latents(&self, req: &GenerateRequest) -> Result<Tensor> {
@@ -295,14 +343,14 @@ impl Pipeline {
         self.gpu.upload_f32(&values, &shape)
     }
 
-    pub(crate) fn take_transformer(&mut self) -> Result<Sd3Transformer> {
+    pub(crate) fn take_transformer(&mut self) -> Result<Box<dyn Dit>> {
         match self.transformer.take() {
             Some(t) => Ok(t),
-            None => Sd3Transformer::load_dir(&self.gpu, &self.dir.component("transformer")),
+            None => load_transformer(&self.gpu, &self.dir.component("transformer")),
         }
     }
 
-    pub(crate) fn put_back_transformer(&mut self, transformer: Sd3Transformer) {
+    pub(crate) fn put_back_transformer(&mut self, transformer: Box<dyn Dit>) {
         if self.options.keep_loaded {
             self.transformer = Some(transformer);
         } else {

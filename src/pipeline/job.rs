@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
-use crate::models::sd3::Sd3Transformer;
+use crate::models::Dit;
 
 use super::generate::{to_image, Event, Generation, Image, Pipeline};
 use super::sample::{Denoiser, StepInfo};
@@ -18,12 +18,12 @@ pub(crate) enum Output<'t> {
 
 pub struct Job<'p> {
     pipeline: &'p mut Pipeline,
-    transformer: Option<Sd3Transformer>,
+    transformer: Option<Box<dyn Dit>>,
     denoiser: Denoiser,
 }
 
 impl<'p> Job<'p> {
-    pub(crate) fn new(pipeline: &'p mut Pipeline, transformer: Sd3Transformer, denoiser: Denoiser) -> Self {
+    pub(crate) fn new(pipeline: &'p mut Pipeline, transformer: Box<dyn Dit>, denoiser: Denoiser) -> Self {
         Job {
             pipeline,
             transformer: Some(transformer),
@@ -43,7 +43,7 @@ impl<'p> Job<'p> {
     pub fn step(&mut self) -> Result<StepInfo> {
         let gpu = self.pipeline.gpu().clone();
         let transformer = self.transformer.as_ref().ok_or(Error::Cancelled)?;
-        let info = self.denoiser.step(&gpu, transformer)?;
+        let info = self.denoiser.step(&gpu, transformer.as_ref())?;
         gpu.sync()?;
         Ok(info)
     }

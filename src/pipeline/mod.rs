@@ -5,10 +5,12 @@ pub mod encode;
 pub mod files;
 pub mod generate;
 pub mod job;
+pub mod lumina_encode;
 pub mod model_dir;
 pub mod png;
 mod preview;
 pub mod sample;
+mod text;
 
 pub use defaults::{defaults, ras_defaults, Defaults};
 pub use encode::{PromptEmbeds, TextEncoders};

@@ -1,5 +1,6 @@
-//! A diffusers SD3 folder (`model_index.json` + one folder per component),
-//! given as a path or as a Hugging Face repo id found in the local cache.
+//! A diffusers pipeline folder (`model_index.json` + one folder per
+//! component) of a supported family, given as a path or as a Hugging Face
+//! repo id found in the local cache.
 
 use std::path::{Path, PathBuf};
 
@@ -9,22 +10,31 @@ use crate::error::{Error, Result};
 /// `models/train_demo.py`), used when no model is named.
 pub const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/ras-demo");
 
-/// The components `StableDiffusion3Pipeline` loads, by folder name.
-const REQUIRED: [&str; 7] = [
-    "transformer",
-    "vae",
-    "text_encoder",
-    "text_encoder_2",
-    "tokenizer",
-    "tokenizer_2",
-    "scheduler",
-];
+use crate::models::Family;
+
+/// The components a family's pipeline loads, by folder name (SD3's T5 is
+/// optional).
+fn required(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Sd3 => &[
+            "transformer",
+            "vae",
+            "text_encoder",
+            "text_encoder_2",
+            "tokenizer",
+            "tokenizer_2",
+            "scheduler",
+        ],
+        Family::Lumina => &["transformer", "vae", "text_encoder", "tokenizer", "scheduler"],
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ModelDir {
     pub root: PathBuf,
     /// Shown in messages and PNG metadata: the repo id or the folder as given.
     pub name: String,
+    pub family: Family,
     /// `text_encoder_3` and `tokenizer_3` are both present and listed.
     pub has_t5: bool,
 }
@@ -60,32 +70,39 @@ impl ModelDir {
         })?;
         let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| config(e.to_string()))?;
         let class = index["_class_name"].as_str().unwrap_or("");
-        if !class.starts_with("StableDiffusion3") {
+        let Some(family) = Family::of_pipeline(class) else {
             return Err(config(format!(
-                "_class_name is '{class}'; only StableDiffusion3Pipeline folders are supported"
+                "_class_name is '{class}'; ras runs StableDiffusion3Pipeline and LuminaPipeline folders"
             )));
-        }
+        };
         // A component is listed as [library, class]; [null, null] means absent.
         let listed = |name: &str| {
             index[name]
                 .as_array()
                 .is_some_and(|a| a.iter().all(|v| !v.is_null()))
         };
-        for component in REQUIRED {
+        for component in required(family) {
             if !listed(component) || !root.join(component).is_dir() {
                 return Err(Error::Config {
                     path: root.display().to_string(),
                     message: format!(
-                        "the '{component}' component is missing; SD3 needs {}",
-                        REQUIRED.join(", ")
+                        "the '{component}' component is missing; {} needs {}",
+                        family.name(),
+                        required(family).join(", ")
                     ),
                 });
             }
         }
-        let has_t5 = ["text_encoder_3", "tokenizer_3"]
-            .iter()
-            .all(|c| listed(c) && root.join(c).is_dir());
-        Ok(ModelDir { root, name, has_t5 })
+        let has_t5 = family == Family::Sd3
+            && ["text_encoder_3", "tokenizer_3"]
+                .iter()
+                .all(|c| listed(c) && root.join(c).is_dir());
+        Ok(ModelDir {
+            root,
+            name,
+            family,
+            has_t5,
+        })
     }
 
     pub fn component(&self, name: &str) -> PathBuf {

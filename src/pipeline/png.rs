@@ -12,8 +12,9 @@ use crate::ras::RasConfig;
 
 use super::generate::{GenerateRequest, Image};
 
-/// The `parameters` text of image `index` of a request.
-pub fn parameters(req: &GenerateRequest, model: &str, t5: bool, index: usize) -> String {
+/// The `parameters` text of image `index` of a request; `t5` is whether an
+/// SD3 model ran with T5 (`None` for models without one).
+pub fn parameters(req: &GenerateRequest, model: &str, t5: Option<bool>, index: usize) -> String {
     let r: &RasConfig = &req.ras;
     let resets: Vec<String> = r.error_reset_steps.iter().map(usize::to_string).collect();
     let ras = if r.is_dense() {
@@ -35,7 +36,7 @@ pub fn parameters(req: &GenerateRequest, model: &str, t5: bool, index: usize) ->
     };
     format!(
         "{}\nNegative prompt: {}\nSteps: {}, Sampler: Euler (flow matching), CFG scale: {}, Seed: {}, \
-         Batch index: {index}, Size: {}x{}, Model: {model}, T5: {}, Max sequence length: {}, \
+         Batch index: {index}, Size: {}x{}, Model: {model}, {}Max sequence length: {}, \
          Latents: {}, RAS: {ras}, Version: ras {}",
         req.prompt,
         req.negative_prompt,
@@ -44,7 +45,11 @@ pub fn parameters(req: &GenerateRequest, model: &str, t5: bool, index: usize) ->
         req.seed,
         req.width,
         req.height,
-        if t5 { "on" } else { "off" },
+        match t5 {
+            Some(true) => "T5: on, ",
+            Some(false) => "T5: off, ",
+            None => "",
+        },
         req.max_sequence_length,
         if req.latents_init.is_some() {
             "from file"
