@@ -2,6 +2,7 @@
 //! paper's diagram, with the shape of each intermediate in a comment.
 
 pub mod dit;
+pub mod lumina;
 pub mod sd3;
 pub mod text;
 pub mod vae;
