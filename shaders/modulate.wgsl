@@ -1,14 +1,16 @@
 // adaLN modulation and gated residual, reading per-batch vectors straight
 // out of the conditioning embedding (no chunk copies).
 //
-//   OP 0 (modulate):        out = x * (1 + scale[b]) + shift[b]
-//   OP 1 (gated residual):  out = x + gate[b] * y
+//   OP 0 (modulate):             out = x * (1 + scale[b]) + shift[b]
+//   OP 1 (gated residual):       out = x + gate[b] * y
+//   OP 2 (scale only):           out = x * (1 + scale[b])        (Lumina: no shift)
+//   OP 3 (tanh-gated residual):  out = x + tanh(gate[b]) * y     (Lumina's gates)
 //
 // x, y, out are [B, N, D]; emb is [B, emb_stride] and the vectors are
 // emb[b, off .. off + D] with off = shift_off / scale_off / gate_off (the
 // host turns "chunk i of 6" into i * D).
 //
-// Bindings: 0 x, 1 y (bound to x for OP 0), 2 emb, 3 out, 4 params.
+// Bindings: 0 x, 1 y (bound to x for OP 0 and 2), 2 emb, 3 out, 4 params.
 // Dispatch: ceil(B * N * D / 256) workgroups.
 
 override OP: u32 = 0u;
@@ -36,11 +38,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let e = (i / p.per_batch) * p.emb_stride + i % p.d;
-    if OP == 0u {
+    switch OP {
         // off_a = shift, off_b = scale
-        out[i] = x[i] * (1.0 + emb[e + p.off_b]) + emb[e + p.off_a];
-    } else {
+        case 0u: { out[i] = x[i] * (1.0 + emb[e + p.off_b]) + emb[e + p.off_a]; }
         // off_a = gate
-        out[i] = x[i] + emb[e + p.off_a] * y[i];
+        case 1u: { out[i] = x[i] + emb[e + p.off_a] * y[i]; }
+        // off_a = scale
+        case 2u: { out[i] = x[i] * (1.0 + emb[e + p.off_a]); }
+        // off_a = gate
+        default: { out[i] = x[i] + tanh(emb[e + p.off_a]) * y[i]; }
     }
 }

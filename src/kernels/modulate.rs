@@ -74,15 +74,39 @@ pub fn modulate(gpu: &Gpu, x: &Tensor, emb: &Tensor, shift: Chunk, scale: Chunk)
     launch(gpu, 0, x, x, emb, p)
 }
 
+/// `x · (1 + scale)` with a per-batch `scale` taken from `emb` (Lumina's
+/// RMSNormZero and final norm have no shift).
+pub fn scale_only(gpu: &Gpu, x: &Tensor, emb: &Tensor, scale: Chunk) -> Result<Tensor> {
+    let p = params("scale_only", x, emb, &[scale])?;
+    launch(gpu, 2, x, x, emb, p)
+}
+
 /// `x + gate · y` with a per-batch `gate` taken from `emb`.
 pub fn gated_residual(gpu: &Gpu, x: &Tensor, y: &Tensor, emb: &Tensor, gate: Chunk) -> Result<Tensor> {
+    gated(gpu, "gated_residual", 1, x, y, emb, gate)
+}
+
+/// `x + tanh(gate) · y` (Lumina squashes its gates).
+pub fn tanh_gated_residual(gpu: &Gpu, x: &Tensor, y: &Tensor, emb: &Tensor, gate: Chunk) -> Result<Tensor> {
+    gated(gpu, "tanh_gated_residual", 3, x, y, emb, gate)
+}
+
+fn gated(
+    gpu: &Gpu,
+    name: &'static str,
+    op: u32,
+    x: &Tensor,
+    y: &Tensor,
+    emb: &Tensor,
+    gate: Chunk,
+) -> Result<Tensor> {
     if x.shape() != y.shape() {
         return Err(Error::shape(
-            "gated_residual",
+            name,
             format!("x {:?} vs y {:?}", x.shape(), y.shape()),
         ));
     }
-    expect_dtype("gated_residual", y, &[DType::F32])?;
-    let p = params("gated_residual", x, emb, &[gate])?;
-    launch(gpu, 1, x, y, emb, p)
+    expect_dtype(name, y, &[DType::F32])?;
+    let p = params(name, x, emb, &[gate])?;
+    launch(gpu, op, x, y, emb, p)
 }

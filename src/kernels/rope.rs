@@ -14,13 +14,15 @@ struct RopeParams {
     pairs: u32,
     half: u32,
     heads: u32,
-    len: u32,
+    table_rows: u32,
 }
 
 /// Rotates each pair `(x[2j], x[2j+1])` of `x [B, L, H, D]` by the angle
-/// whose cosine and sine are `cos[t, j]`, `sin[t, j]` (tables `[L, D/2]`,
-/// the same for every batch and head): the complex product
-/// `(x[2j] + i·x[2j+1])·(cos + i·sin)`. Returns a new tensor.
+/// whose cosine and sine are `cos[.., t, j]`, `sin[.., t, j]`: the complex
+/// product `(x[2j] + i·x[2j+1])·(cos + i·sin)`. Tables are `[L, D/2]`
+/// (shared by every batch row) or `[B, L, D/2]` (one per batch row, e.g.
+/// the positions of each row's active tokens); heads share them. Returns a
+/// new tensor.
 pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     for t in [x, cos, sin] {
         expect_dtype(OP, t, &[DType::F32])?;
@@ -37,17 +39,26 @@ pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor>
             format!("head dim {d} is odd; rotary pairs need it even"),
         ));
     }
+    let per_batch = cos.shape().len() == 3;
     for (name, t) in [("cos", cos), ("sin", sin)] {
-        if t.shape() != [l, d / 2] {
+        if t.shape() != [l, d / 2] && t.shape() != [b, l, d / 2] {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "{name} table must be [len, head_dim / 2] = {:?}, got {:?}",
+                    "{name} table must be [len, head_dim / 2] = {:?} or [batch, len, head_dim / 2] = {:?}, \
+                     got {:?}",
                     [l, d / 2],
+                    [b, l, d / 2],
                     t.shape()
                 ),
             ));
         }
+    }
+    if sin.shape() != cos.shape() {
+        return Err(Error::shape(
+            OP,
+            format!("cos {:?} and sin {:?} tables differ", cos.shape(), sin.shape()),
+        ));
     }
     let out = gpu.empty(x.shape(), DType::F32)?;
     let pairs = b * l * h * d / 2;
@@ -58,7 +69,7 @@ pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor>
         pairs: u32_of(OP, pairs)?,
         half: u32_of(OP, d / 2)?,
         heads: u32_of(OP, h)?,
-        len: u32_of(OP, l)?,
+        table_rows: u32_of(OP, if per_batch { b * l } else { l })?,
     };
     u32_of(OP, x.numel())?;
     gpu.dispatch(

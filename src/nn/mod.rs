@@ -4,7 +4,7 @@
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::linear::{linear, linear_into, Rows};
-use crate::kernels::norm::rms_norm;
+use crate::kernels::norm::{layer_norm, rms_norm};
 use crate::weights::Weights;
 
 /// `nn.Linear`: weight `[out, in]`, optional bias `[out]`, in the stored dtype.
@@ -69,5 +69,26 @@ impl RmsNorm {
         let dim = self.weight.shape()[0];
         let rows = x.reshape(&[x.numel() / dim, dim])?;
         rms_norm(gpu, &rows, Some(&self.weight), self.eps)?.reshape(x.shape())
+    }
+}
+
+/// `nn.LayerNorm` with a learned weight and bias over the last dimension.
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(gpu: &Gpu, w: &Weights, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: w.get(gpu, "weight", &[dim])?,
+            bias: w.get(gpu, "bias", &[dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+        layer_norm(gpu, x, Some(&self.weight), Some(&self.bias), self.eps)
     }
 }

@@ -28,7 +28,20 @@ pub fn modulate(
         .collect()
 }
 
-/// `x + gate · y`.
+/// `x [B, n, d] · (1 + scale)`.
+pub fn scale_only(x: &[f32], emb: &[f32], b: usize, d: usize, count: usize, scale: usize) -> Vec<f32> {
+    let per_batch = x.len() / b;
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let sc = vector(emb, count, d, i / per_batch, scale)[i % d] as f64;
+            (v as f64 * (1.0 + sc)) as f32
+        })
+        .collect()
+}
+
+/// `x + f(gate) · y`, with `f = tanh` when `tanh` is set, else the identity.
+#[allow(clippy::too_many_arguments)]
 pub fn gated_residual(
     x: &[f32],
     y: &[f32],
@@ -37,6 +50,7 @@ pub fn gated_residual(
     d: usize,
     count: usize,
     gate: usize,
+    tanh: bool,
 ) -> Vec<f32> {
     let per_batch = x.len() / b;
     x.iter()
@@ -44,6 +58,7 @@ pub fn gated_residual(
         .enumerate()
         .map(|(i, (&v, &w))| {
             let g = vector(emb, count, d, i / per_batch, gate)[i % d] as f64;
+            let g = if tanh { g.tanh() } else { g };
             (v as f64 + g * w as f64) as f32
         })
         .collect()

@@ -1,11 +1,14 @@
 //! Reference for `shaders/rope.wgsl`.
 
-/// Interleaved rotary embedding of `x [b, l, h, d]` with tables `[l, d/2]`.
-pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], l: usize, h: usize, d: usize) -> Vec<f32> {
+/// Interleaved rotary embedding of `x [b, l, h, d]` with tables
+/// `[table_rows, d/2]`: token row `b·l + t` uses table row
+/// `(b·l + t) mod table_rows` (`table_rows = l`: shared by the batch;
+/// `b·l`: one table per batch row).
+pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], table_rows: usize, h: usize, d: usize) -> Vec<f32> {
     let half = d / 2;
     let mut out = vec![0.0f32; x.len()];
     for (row, (xs, os)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
-        let t = (row / h) % l;
+        let t = (row / h) % table_rows;
         for j in 0..half {
             let (re, im) = (xs[2 * j] as f64, xs[2 * j + 1] as f64);
             let (c, s) = (cos[t * half + j] as f64, sin[t * half + j] as f64);

@@ -278,7 +278,10 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, Values)]) -> Result<()>
     safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| file_error(path, e))
 }
 
-/// Reads the f32 tensor `name` and its shape from a safetensors file view.
+/// Reads tensor `name` and its shape from a safetensors file view, as f32:
+/// floating-point tensors (f32, f16, bf16) and integer or boolean ones
+/// (masks and token ids as tokenizers and torch write them: i64, i32, u8,
+/// bool).
 pub fn load_f32(file: &Weights, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
     let shape = file.shape(name).ok_or_else(|| Error::MissingWeight {
         key: name.into(),
@@ -290,7 +293,40 @@ pub fn load_f32(file: &Weights, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
             .collect::<Vec<_>>()
             .join(", "),
     })?;
+    if let Some(values) = file.integers_host(name) {
+        return Ok((values, shape));
+    }
     Ok((file.get_host(name, &shape)?, shape))
+}
+
+impl Weights {
+    /// Tensor `name` converted to f32 when it is stored as an integer or
+    /// boolean tensor; `None` for any other dtype or a missing key.
+    fn integers_host(&self, name: &str) -> Option<Vec<f32>> {
+        let key = self.key(name);
+        let f = &self.store.files[*self.store.keys.get(&key)?];
+        let info = f.metadata.info(&key)?;
+        let (start, end) = info.data_offsets;
+        let bytes = &f.mmap[f.data_start + start..f.data_start + end];
+        let values: Vec<f32> = match info.dtype {
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f32)
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f32)
+                .collect(),
+            Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as f32).collect(),
+            _ => return None,
+        };
+        self.store
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        Some(values)
+    }
 }
 
 /// Values in ±0.02 from a hash of the key: small enough that activations

@@ -20,7 +20,7 @@ fn tables(l: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
 fn rope_matches_reference() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
-    for (b, l, h, d) in [(2, 37, 3, 72), (1, 5, 2, 16)] {
+    for (b, l, h, d) in [(2, 37, 3, 72), (1, 5, 2, 16), (3, 7, 2, 12)] {
         let x = randn(&mut rng, b * l * h * d);
         let (cos, sin) = tables(l, d);
         let xt = gpu.upload_f32(&x, &[b, l, h, d]).unwrap();
@@ -39,6 +39,33 @@ fn rope_matches_reference() {
     }
 }
 
+/// One table per batch row: each row's tokens take positions of their own
+/// (a RAS step's active tokens differ per row).
+#[test]
+fn rope_per_batch_row_tables_match_reference() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    for (b, l, h, d) in [(3, 11, 2, 72), (2, 5, 4, 12)] {
+        let x = randn(&mut rng, b * l * h * d);
+        // Random angles, so that no row's table equals another's.
+        let angles = randn(&mut rng, b * l * d / 2);
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let xt = gpu.upload_f32(&x, &[b, l, h, d]).unwrap();
+        let ct = gpu.upload_f32(&cos, &[b, l, d / 2]).unwrap();
+        let st = gpu.upload_f32(&sin, &[b, l, d / 2]).unwrap();
+        let out = rope::rope(&gpu, &xt, &ct, &st).unwrap();
+        let want = reference::rope(&x, &cos, &sin, b * l, h, d);
+        check(
+            &format!("rope per row {:?}", [b, l, h, d]),
+            &gpu.read_f32(&out).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
+    }
+}
+
 #[test]
 fn rope_rejects_bad_shapes() {
     let gpu = gpu();
@@ -49,16 +76,23 @@ fn rope_rejects_bad_shapes() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("cos table must be [len, head_dim / 2] = [5, 8], got [5, 16]"),
+        e.contains(
+            "cos table must be [len, head_dim / 2] = [5, 8] or [batch, len, head_dim / 2] = [1, 5, 8], \
+             got [5, 16]"
+        ),
         "{e}"
     );
     let e = rope::rope(&gpu, &x, &table, &zeros(&[4, 8]))
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("sin table must be [len, head_dim / 2] = [5, 8], got [4, 8]"),
+        e.contains("sin table must be [len, head_dim / 2] = [5, 8] or") && e.contains("got [4, 8]"),
         "{e}"
     );
+    let e = rope::rope(&gpu, &x, &zeros(&[1, 5, 8]), &table)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cos [1, 5, 8] and sin [5, 8] tables differ"), "{e}");
     let e = rope::rope(&gpu, &zeros(&[1, 5, 2, 15]), &table, &table)
         .unwrap_err()
         .to_string();
