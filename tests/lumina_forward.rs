@@ -71,6 +71,33 @@ fn forward_files_matches_diffusers() {
     }
 }
 
+/// The CLI contract: `ras forward` picks the Lumina model from the
+/// folder's config.json and gives diffusers' output.
+#[test]
+fn ras_forward_command_matches_diffusers() {
+    let case = CASES[1];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ras"))
+        .arg("forward")
+        .arg("--transformer")
+        .arg(fixture(case).join("transformer"))
+        .arg("--inputs")
+        .arg(fixture(case).join("inputs.safetensors"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (got, _) = read(&out, "sample");
+    let (want, _) = read(&fixture(case).join("outputs.safetensors"), "sample");
+    let err = rel_err(&got, &want);
+    assert!(
+        err < 1e-4,
+        "{case}: relative error {err:.3e} against diffusers exceeds 1e-4"
+    );
+}
+
 /// One call's inputs, uploaded.
 struct Inputs {
     latents: Tensor,

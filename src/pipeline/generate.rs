@@ -5,9 +5,9 @@
 
 use std::ops::ControlFlow;
 
-use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
+use crate::models::lumina::LuminaConfig;
 use crate::models::sd3::Sd3Config;
 use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
 use crate::models::{load_transformer, Conditioning, Dit, Family};
@@ -99,6 +99,10 @@ pub struct Generation {
     pub active: Vec<(usize, Vec<Vec<u32>>)>,
 }
 
+/// Sides of the RoPE table LuminaPipeline builds (tokens): the largest
+/// latent grid it can generate.
+const LUMINA_ROPE_GRID: usize = 384;
+
 /// What the pipeline needs to know of its transformer before loading it.
 #[derive(Debug, Clone)]
 pub struct TransformerInfo {
@@ -106,8 +110,8 @@ pub struct TransformerInfo {
     pub sample_size: usize,
     pub patch_size: usize,
     pub in_channels: usize,
-    /// Largest latent side in tokens (SD3's position table, the 384×384
-    /// RoPE table LuminaPipeline builds).
+    /// Largest latent side in tokens (SD3's position table, the RoPE table
+    /// LuminaPipeline builds).
     pub max_grid: usize,
     /// SD3's `joint_attention_dim`: the text encoders pad to it (0 otherwise).
     pub joint_dim: usize,
@@ -128,17 +132,12 @@ impl TransformerInfo {
                 }
             }
             Family::Lumina => {
-                let json: serde_json::Value = read_json(&path)?;
-                let field = |name: &str| {
-                    json[name].as_u64().map(|v| v as usize).ok_or_else(|| {
-                        config_error(&path, format!("'{name}' is missing or not a whole number"))
-                    })
-                };
+                let c = LuminaConfig::from_file(&path)?;
                 TransformerInfo {
-                    sample_size: field("sample_size")?,
-                    patch_size: field("patch_size")?,
-                    in_channels: field("in_channels")?,
-                    max_grid: 384,
+                    sample_size: c.sample_size,
+                    patch_size: c.patch_size,
+                    in_channels: c.in_channels,
+                    max_grid: LUMINA_ROPE_GRID,
                     joint_dim: 0,
                 }
             }
