@@ -385,7 +385,8 @@ fn attention_wide(
     let out = gpu.empty(&[b, lq, hq, d], DType::F32)?;
     // Row r of the slices view is slice r % n of head row r / n.
     let out_slices = out.reshape(&[b * lq * hq * n, w])?;
-    let upload = |idx: Vec<usize>| Indices::upload(gpu, &idx.into_iter().map(|i| i as u32).collect::<Vec<_>>());
+    let upload =
+        |idx: Vec<usize>| Indices::upload(gpu, &idx.into_iter().map(|i| i as u32).collect::<Vec<_>>());
     for bi in 0..b {
         let key_bias = match opts.key_bias {
             Some(m) => Some(gather(gpu, m, &upload(vec![bi])?)?), // [1, Lk]
@@ -422,7 +423,12 @@ fn attention_wide(
                 let zk = HeadsView::contiguous("k", &zeros_k)?;
                 let o = attention_views_with(gpu, zq, zk, values, &with)?; // [1, Lq, G, D / n]
                 let dst = (0..lq).flat_map(|t| (0..group).map(move |hh| head(t, hh) * n + s));
-                scatter(gpu, &o.reshape(&[lq * group, w])?, &upload(dst.collect())?, &out_slices)?;
+                scatter(
+                    gpu,
+                    &o.reshape(&[lq * group, w])?,
+                    &upload(dst.collect())?,
+                    &out_slices,
+                )?;
             }
         }
     }

@@ -365,7 +365,7 @@ fn attention_big_head_dims() {
     run(&gpu, &mut rng, seed, dims(1, 9, 12, 1, 1, 131), None, 1.0);
     // An additive bias is not supported with wide heads: a clear error.
     let q = gpu.upload_f32(&vec![0.0; 2 * 5 * 200], &[1, 5, 2, 200]).unwrap();
-    let bias = gpu.upload_f32(&vec![0.0; 2 * 25], &[2, 5, 5]).unwrap();
+    let bias = gpu.upload_f32(&[0.0; 2 * 25], &[2, 5, 5]).unwrap();
     let opts = AttentionOptions {
         bias: Some(&bias),
         ..AttentionOptions::scale(1.0)
@@ -406,5 +406,14 @@ fn attention_wide_heads_grouped_causal_masked() {
         ..PLAIN
     };
     run_with(&gpu, &mut rng, seed, n, x);
-    run_with(&gpu, &mut rng, seed, dims(1, 12, 12, 3, 3, 136), Extras { causal: Some(0), ..PLAIN });
+    run_with(
+        &gpu,
+        &mut rng,
+        seed,
+        dims(1, 12, 12, 3, 3, 136),
+        Extras {
+            causal: Some(0),
+            ..PLAIN
+        },
+    );
 }

@@ -80,7 +80,11 @@ fn rope_halves_is_rotate_half() {
             let (c, s) = (cos[t * d / 2 + e % (d / 2)], sin[t * d / 2 + e % (d / 2)]);
             let rotated = if e < d / 2 { -xs[e + d / 2] } else { xs[e - d / 2] };
             let want = xs[e] * c + rotated * s;
-            assert!((gs[e] - want).abs() < 1e-5, "row {row} dim {e}: {} vs {want}", gs[e]);
+            assert!(
+                (gs[e] - want).abs() < 1e-5,
+                "row {row} dim {e}: {} vs {want}",
+                gs[e]
+            );
         }
     }
 }
