@@ -5,11 +5,11 @@
 //! the prompt's length; each repeated once per image.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::Gpu;
 use crate::kernels::rows::{gather, Indices};
 use crate::models::text::GemmaEncoder;
 use crate::models::Conditioning;
-use crate::text::{GemmaTokenizer, GemmaTokens};
+use crate::text::GemmaTokenizer;
 
 use super::model_dir::ModelDir;
 
@@ -49,40 +49,35 @@ impl LuminaTextEncoder {
         if num_images == 0 {
             return Err(Error::Invalid("num_images must be at least 1".into()));
         }
-        let tokens = self.tokenizer.encode_prompt(prompt, max_sequence_length)?;
-        let cond = self.conditioning(gpu, &tokens, num_images)?;
+        let mut batch = self.tokenizer.encode_prompt(prompt, max_sequence_length)?;
+        let l = batch.len();
+        if let Some(negative) = negative_prompt {
+            let negative = self.tokenizer.encode_negative(negative, l)?;
+            batch.ids.extend(negative.ids);
+            batch.mask.extend(negative.mask);
+        }
+        // Both rows in one pass (each row's states depend on that row only):
+        // the weights are read once.
+        let hidden = self.encoder.forward(gpu, &batch.ids, &batch.mask)?; // [1 or 2, L, D]
+        let d = self.encoder.config.hidden_size;
+        let rows = hidden.reshape(&[batch.ids.len() * l, d])?;
+        let conditioning = |row: usize| -> Result<Conditioning> {
+            // Batch row `row`, once per image: [num_images, L, D].
+            let idx: Vec<u32> = (0..num_images)
+                .flat_map(|_| (row * l) as u32..((row + 1) * l) as u32)
+                .collect();
+            let mask: Vec<f32> = batch.mask[row].iter().map(|&m| m as f32).collect();
+            Ok(Conditioning {
+                tokens: gather(gpu, &rows, &Indices::upload(gpu, &idx)?)?.reshape(&[num_images, l, d])?,
+                pooled: None,
+                mask: Some(mask.repeat(num_images)),
+                text_weights: None,
+            })
+        };
         let uncond = match negative_prompt {
-            Some(negative) => {
-                let tokens = self.tokenizer.encode_negative(negative, tokens.len())?;
-                Some(self.conditioning(gpu, &tokens, num_images)?)
-            }
+            Some(_) => Some(conditioning(1)?),
             None => None,
         };
-        Ok((cond, uncond))
+        Ok((conditioning(0)?, uncond))
     }
-
-    /// One row of tokens through Gemma, repeated `num_images` times.
-    fn conditioning(&self, gpu: &Gpu, tokens: &GemmaTokens, num_images: usize) -> Result<Conditioning> {
-        let hidden = self.encoder.forward(gpu, &tokens.ids, &tokens.mask)?; // [1, L, D]
-        let (l, d) = (tokens.len(), self.encoder.config.hidden_size);
-        let mask: Vec<f32> = tokens.mask[0].iter().map(|&m| m as f32).collect();
-        Ok(Conditioning {
-            tokens: repeat_rows(gpu, &hidden, num_images)?.reshape(&[num_images, l, d])?,
-            pooled: None,
-            mask: Some(mask.repeat(num_images)),
-            text_weights: None,
-        })
-    }
-}
-
-/// `[1, L, D]` → `[n·L, D]`, the one row repeated `n` times.
-fn repeat_rows(gpu: &Gpu, x: &Tensor, n: usize) -> Result<Tensor> {
-    let &[1, l, d] = x.shape() else {
-        return Err(Error::shape(
-            "repeat_rows",
-            format!("expected [1, L, D], got {:?}", x.shape()),
-        ));
-    };
-    let idx: Vec<u32> = (0..n).flat_map(|_| 0..l as u32).collect();
-    gather(gpu, &x.reshape(&[l, d])?, &Indices::upload(gpu, &idx)?)
 }
