@@ -248,3 +248,42 @@ fn lumina_prompt_encoding_matches_diffusers() {
         }
     }
 }
+
+#[test]
+fn gemma_configs_as_released_and_refused() {
+    use ras::models::text::gemma::GemmaConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    // Gemma-2B as Lumina-Next ships it (transformers 4 layout: legacy "gelu",
+    // top-level rope_theta, rope_scaling null).
+    let released = r#"{"architectures": ["GemmaModel"], "attention_bias": false, "attention_dropout": 0.0,
+        "bos_token_id": 2, "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu", "hidden_activation": null,
+        "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 16384,
+        "max_position_embeddings": 8192, "model_type": "gemma", "num_attention_heads": 8,
+        "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0, "rms_norm_eps": 1e-06,
+        "rope_scaling": null, "rope_theta": 10000.0, "torch_dtype": "float32", "vocab_size": 256000}"#;
+    std::fs::write(&path, released).unwrap();
+    let c = GemmaConfig::from_file(&path).unwrap();
+    assert_eq!((c.layers_run(), c.head_dim, c.rope_theta), (17, 256, 10000.0));
+    for (from, to, message) in [
+        (
+            r#""hidden_act": "gelu""#,
+            r#""hidden_act": "relu""#,
+            "hidden_act 'relu' is not supported",
+        ),
+        (
+            r#""rope_scaling": null"#,
+            r#""rope_scaling": {"rope_type": "linear", "factor": 2.0}"#,
+            "scaled RoPE",
+        ),
+        (
+            r#""num_key_value_heads": 1"#,
+            r#""num_key_value_heads": 3"#,
+            "8 query heads, 3 kv heads",
+        ),
+    ] {
+        std::fs::write(&path, released.replace(from, to)).unwrap();
+        let e = GemmaConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains(message) && e.contains("config.json"), "{e}");
+    }
+}
