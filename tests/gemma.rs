@@ -189,6 +189,12 @@ fn gemma_hidden_states_match_transformers() {
         let got = gpu.read_f32(&out).unwrap();
         let err = real_rows_err(&got, &floats(&reference, "hidden_states"), &mask, model_dir);
         assert!(err < 1e-4, "{model_dir}: {err:.3e}");
+        let vocab = model.config.vocab_size as u32;
+        let e = model
+            .forward(&gpu, &[vec![2, vocab]], &[vec![1, 1]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("token id {vocab} is outside")), "{e}");
     }
 }
 
