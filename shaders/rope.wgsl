@@ -1,18 +1,24 @@
-// Rotary position embedding, interleaved pairs (Lumina, diffusers
-// `apply_rotary_emb(use_real=False)`): for x [B, L, H, D] and pair j < D/2
-// of token t in batch row b,
+// Rotary position embedding: for x [B, L, H, D], pair j < D/2 of token t in
+// batch row b is rotated by the angle whose cosine and sine are cos[r, j],
+// sin[r, j]:
 //
-//   (out[2j], out[2j+1]) = (x[2j]·cos[r, j] − x[2j+1]·sin[r, j],
-//                           x[2j]·sin[r, j] + x[2j+1]·cos[r, j])
+//   (out[a], out[b]) = (x[a]·cos − x[b]·sin,  x[a]·sin + x[b]·cos)
 //
-// i.e. the complex product (x[2j] + i·x[2j+1])·(cos + i·sin), with table row
-// r = (b·L + t) mod table_rows: tables [L, D/2] (table_rows = L) are shared
-// by every batch row, tables [B, L, D/2] (table_rows = B·L) give each batch
-// row its own positions (the active tokens of a RAS step differ per row).
-// Heads always share a row.
+// i.e. the complex product (x[a] + i·x[b])·(cos + i·sin). The pair layout is
+// an override:
+//   HALVES = 0: a = 2j, b = 2j + 1 (interleaved; Lumina, diffusers
+//               `apply_rotary_emb(use_real=False)`),
+//   HALVES = 1: a = j,  b = j + D/2 (transformers' `rotate_half`: Gemma,
+//               Llama; their cos/sin tables repeat the D/2 angles twice).
+// Table row r = (b·L + t) mod table_rows: tables [L, D/2] (table_rows = L)
+// are shared by every batch row, tables [B, L, D/2] (table_rows = B·L) give
+// each batch row its own positions (the active tokens of a RAS step differ
+// per row). Heads always share a row.
 //
 // Bindings: 0 x, 1 cos, 2 sin, 3 out [B, L, H, D], 4 params.
 // Dispatch: ceil(B·L·H·D/2 / 256) workgroups, one pair each.
+
+override HALVES: u32 = 0u;
 
 struct Params {
     pairs: u32,
@@ -38,8 +44,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let r = (i / (p.half * p.heads)) % p.table_rows;
     let c = cos_t[r * p.half + j];
     let s = sin_t[r * p.half + j];
-    let re = x[2u * i];
-    let im = x[2u * i + 1u];
-    out[2u * i] = re * c - im * s;
-    out[2u * i + 1u] = re * s + im * c;
+    // Element a of the pair and its partner's distance from it.
+    var a = 2u * i;
+    var gap = 1u;
+    if HALVES != 0u {
+        a = 2u * (i - j) + j;
+        gap = p.half;
+    }
+    let re = x[a];
+    let im = x[a + gap];
+    out[a] = re * c - im * s;
+    out[a + gap] = re * s + im * c;
 }

@@ -155,7 +155,8 @@ pub fn attention_flops(b: usize, lq: usize, lk: usize, hq: usize, d: usize) -> f
 /// `softmax(Q·Kᵀ·scale [+ key_bias])·V` for contiguous `q [B, Lq, Hq, D]`,
 /// `k`, `v [B, Lk, Hkv, D]` and an optional f32 key bias `[B, Lk]` (−∞
 /// masks a key). Returns `[B, Lq, Hq, D]`. Query head `h` reads kv
-/// head `h / (Hq / Hkv)`. The usual `scale` is `1 / sqrt(D)`. D ≤ 512.
+/// head `h / (Hq / Hkv)`. The usual `scale` is `1 / sqrt(D)`. Heads wider
+/// than [`MAX_HEAD_DIM`] take a slower path (no additive bias there).
 pub fn attention(
     gpu: &Gpu,
     q: &Tensor,
@@ -250,9 +251,6 @@ pub fn attention_views_with(
             ),
         ));
     }
-    if q.head_dim > MAX_HEAD_DIM {
-        return attention_wide(gpu, q, k, v, opts);
-    }
     if let Some(m) = key_bias {
         expect_dtype(OP, m, &[DType::F32])?;
         if m.shape() != [k.batch, k.len] {
@@ -265,6 +263,9 @@ pub fn attention_views_with(
                 ),
             ));
         }
+    }
+    if q.head_dim > MAX_HEAD_DIM {
+        return attention_wide(gpu, q, k, v, opts);
     }
     if let Some(bias) = bias {
         expect_dtype(OP, bias, &[DType::F32])?;
@@ -344,12 +345,14 @@ pub fn attention_views_with(
     Ok(out)
 }
 
-/// One head wider than [`MAX_HEAD_DIM`] (the SD3 VAE's mid-block attention:
-/// 512 channels): per batch row, the scores `S = Q·Kᵀ·scale [Lq, Lk]` come
-/// from the linear kernel, and the attention kernel applies the softmax with
-/// `S` as its bias (all-zero queries and keys) to V split into n heads of
-/// `D / n ≤ 128` dims — whose outputs side by side are the D-wide output.
-/// Memory grows with Lq·Lk (the VAE tiles its decode to bound it).
+/// Heads wider than [`MAX_HEAD_DIM`] (the SD3 VAE's one 512-channel head,
+/// Gemma's 256-dim heads sharing one kv head): per batch row and kv head,
+/// the scores `S = Q·Kᵀ·scale [G, Lq, Lk]` of its `G = Hq / Hkv` query
+/// heads come from the linear kernel, and the attention kernel applies the
+/// softmax (key bias and causal mask included) with `S` as its bias and
+/// all-zero queries and keys to V in slices of `D / n ≤ 128` dims, whose
+/// outputs are scattered side by side into the D-wide output. Memory grows
+/// with G·Lq·Lk (the VAE tiles its decode to bound it).
 fn attention_wide(
     gpu: &Gpu,
     q: HeadsView,
@@ -358,50 +361,76 @@ fn attention_wide(
     opts: &AttentionOptions,
 ) -> Result<Tensor> {
     let d = q.head_dim;
-    let plain = opts.key_bias.is_none() && opts.causal.is_none() && opts.bias.is_none();
     let contiguous = [&q, &k, &v]
         .iter()
         .all(|x| x.offset == 0 && x.row_stride == x.heads * x.head_dim);
-    if q.heads != 1 || k.heads != 1 || !plain || !contiguous {
+    if opts.bias.is_some() || !contiguous {
         return Err(Error::shape(
             OP,
             format!(
-                "head dim {d} > {MAX_HEAD_DIM} is supported for one plain head (no masks or bias) \
-                 on contiguous tensors only"
+                "head dim {d} > {MAX_HEAD_DIM} is supported on contiguous tensors without an \
+                 additive bias only"
             ),
         ));
     }
     let n = (d.div_ceil(MAX_HEAD_DIM)..=d)
         .find(|n| d.is_multiple_of(*n))
         .unwrap_or(d);
-    let (b, lq, lk) = (q.batch, q.len, k.len);
-    let rows = |start: usize, len: usize| {
-        Indices::upload(gpu, &(start as u32..(start + len) as u32).collect::<Vec<_>>())
-    };
-    let (q2, k2, v2) = (
-        q.tensor.reshape(&[b * lq, d])?,
-        k.tensor.reshape(&[b * lk, d])?,
-        v.tensor.reshape(&[b * lk, d])?,
-    );
-    let zeros_q = gpu.upload_f32(&vec![0.0; lq * d], &[1, lq, n, d / n])?;
-    let zeros_k = gpu.upload_f32(&vec![0.0; lk * d], &[1, lk, n, d / n])?;
-    let out = gpu.empty(&[b, lq, 1, d], DType::F32)?;
+    let (b, lq, lk, hq, hkv) = (q.batch, q.len, k.len, q.heads, k.heads);
+    let (group, w) = (hq / hkv, d / n);
+    let q_rows = q.tensor.reshape(&[b * lq * hq, d])?;
+    let k_rows = k.tensor.reshape(&[b * lk * hkv, d])?;
+    let zeros_q = gpu.upload_f32(&vec![0.0; lq * group * w], &[1, lq, group, w])?;
+    let zeros_k = gpu.upload_f32(&vec![0.0; lk * w], &[1, lk, 1, w])?;
+    let out = gpu.empty(&[b, lq, hq, d], DType::F32)?;
+    // Row r of the slices view is slice r % n of head row r / n.
+    let out_slices = out.reshape(&[b * lq * hq * n, w])?;
+    let upload =
+        |idx: Vec<usize>| Indices::upload(gpu, &idx.into_iter().map(|i| i as u32).collect::<Vec<_>>());
     for bi in 0..b {
-        let (q_rows, k_rows) = (rows(bi * lq, lq)?, rows(bi * lk, lk)?);
-        let scores = linear(
-            gpu,
-            &gather(gpu, &q2, &q_rows)?,
-            &gather(gpu, &k2, &k_rows)?,
-            None,
-        )?;
-        let scores = scale(gpu, &scores, opts.scale)?.reshape(&[1, lq, lk])?;
-        let values = gather(gpu, &v2, &k_rows)?.reshape(&[1, lk, n, d / n])?;
-        let with = AttentionOptions {
-            bias: Some(&scores),
-            ..AttentionOptions::scale(1.0)
+        let key_bias = match opts.key_bias {
+            Some(m) => Some(gather(gpu, m, &upload(vec![bi])?)?), // [1, Lk]
+            None => None,
         };
-        let o = attention_with(gpu, &zeros_q, &zeros_k, &values, &with)?; // [1, Lq, n, D / n]
-        scatter(gpu, &o.reshape(&[lq, d])?, &q_rows, &out.reshape(&[b * lq, d])?)?;
+        for g in 0..hkv {
+            let head = |t: usize, hh: usize| (bi * lq + t) * hq + g * group + hh;
+            let q_idx = (0..group).flat_map(|hh| (0..lq).map(move |t| head(t, hh)));
+            let k_idx = (0..lk).map(|j| (bi * lk + j) * hkv + g);
+            let scores = linear(
+                gpu,
+                &gather(gpu, &q_rows, &upload(q_idx.collect())?)?, // [G·Lq, D], head-major
+                &gather(gpu, &k_rows, &upload(k_idx.collect())?)?, // [Lk, D]
+                None,
+            )?;
+            let scores = scale(gpu, &scores, opts.scale)?.reshape(&[group, lq, lk])?;
+            let with = AttentionOptions {
+                key_bias: key_bias.as_ref(),
+                causal: opts.causal,
+                bias: Some(&scores),
+                scale: 1.0,
+            };
+            for s in 0..n {
+                let values = HeadsView {
+                    tensor: v.tensor,
+                    batch: 1,
+                    len: lk,
+                    heads: 1,
+                    head_dim: w,
+                    offset: (bi * lk * hkv + g) * d + s * w,
+                    row_stride: hkv * d,
+                };
+                let zq = HeadsView::contiguous("q", &zeros_q)?;
+                let zk = HeadsView::contiguous("k", &zeros_k)?;
+                let o = attention_views_with(gpu, zq, zk, values, &with)?; // [1, Lq, G, D / n]
+                let dst = (0..lq).flat_map(|t| (0..group).map(move |hh| head(t, hh) * n + s));
+                scatter(
+                    gpu,
+                    &o.reshape(&[lq * group, w])?,
+                    &upload(dst.collect())?,
+                    &out_slices,
+                )?;
+            }
+        }
     }
     Ok(out)
 }

@@ -1,4 +1,5 @@
-//! Rotary position embedding (`shaders/rope.wgsl`) with interleaved pairs.
+//! Rotary position embedding (`shaders/rope.wgsl`), with the rotated pairs
+//! interleaved (Lumina) or split into halves (transformers' `rotate_half`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -17,6 +18,16 @@ struct RopeParams {
     table_rows: u32,
 }
 
+/// Which elements of a head form rotation pair `j` (of `D/2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopePairs {
+    /// `(2j, 2j + 1)`: diffusers' `apply_rotary_emb(use_real=False)` (Lumina).
+    Interleaved,
+    /// `(j, j + D/2)`: transformers' `rotate_half` (Gemma, Llama), whose
+    /// duplicated `[freqs, freqs]` tables hold each angle once here.
+    Halves,
+}
+
 /// Rotates each pair `(x[2j], x[2j+1])` of `x [B, L, H, D]` by the angle
 /// whose cosine and sine are `cos[.., t, j]`, `sin[.., t, j]`: the complex
 /// product `(x[2j] + i·x[2j+1])·(cos + i·sin)`. Tables are `[L, D/2]`
@@ -24,6 +35,18 @@ struct RopeParams {
 /// the positions of each row's active tokens); heads share them. Returns a
 /// new tensor.
 pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    rope_pairs(gpu, x, cos, sin, RopePairs::Interleaved)
+}
+
+/// [`rope`] with the pair layout given: pair `j` is `(x[a], x[b])` with
+/// `(a, b)` from [`RopePairs`], rotated as the complex number `x[a] + i·x[b]`.
+pub fn rope_pairs(
+    gpu: &Gpu,
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    pairs_layout: RopePairs,
+) -> Result<Tensor> {
     for t in [x, cos, sin] {
         expect_dtype(OP, t, &[DType::F32])?;
     }
@@ -73,7 +96,7 @@ pub fn rope(gpu: &Gpu, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor>
     };
     u32_of(OP, x.numel())?;
     gpu.dispatch(
-        &Kernel::new("rope"),
+        &Kernel::new("rope").constant("HALVES", (pairs_layout == RopePairs::Halves) as u32),
         &[x.arg()?, cos.arg()?, sin.arg()?],
         &[out.arg()?],
         bytemuck::bytes_of(&params),

@@ -17,6 +17,7 @@ pub use encode::{PromptEmbeds, TextEncoders};
 pub use files::{sample_files, SampleFiles};
 pub use generate::{Event, GenerateRequest, Generation, Image, Pipeline, PipelineOptions};
 pub use job::Job;
+pub use lumina_encode::LuminaTextEncoder;
 pub use model_dir::{ModelDir, DEMO_MODEL};
 pub use png::{parameters, write_png};
 pub use sample::{sample, Denoiser, SampleOutput, SampleRequest, StepInfo};

@@ -226,6 +226,29 @@ impl Weights {
         Ok(dtype.to_f32(&bytes))
     }
 
+    /// Rows `rows` of the 2-D tensor `name` (`shape` = `[rows, cols]`) as f32
+    /// `[rows.len(), cols]` on the host, read from the file without the rest
+    /// of it: an embedding lookup that leaves a large table off the GPU.
+    pub fn get_rows(&self, name: &str, shape: &[usize], rows: &[u32]) -> Result<Vec<f32>> {
+        let &[n, cols] = shape else {
+            return Err(Error::shape("get_rows", format!("{name}: {shape:?} is not 2-D")));
+        };
+        let (bytes, dtype, _) = self.raw(name, shape)?;
+        let row_bytes = cols * dtype.size();
+        let mut out = Vec::with_capacity(rows.len() * cols);
+        for &r in rows {
+            if r as usize >= n {
+                return Err(Error::IndexOutOfRange {
+                    op: "get_rows",
+                    index: r as u64,
+                    len: n as u64,
+                });
+            }
+            out.extend(dtype.to_f32(&bytes[r as usize * row_bytes..][..row_bytes]));
+        }
+        Ok(out)
+    }
+
     /// The stored shape of tensor `name`, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         let key = self.key(name);

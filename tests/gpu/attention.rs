@@ -363,10 +363,57 @@ fn attention_big_head_dims() {
     // Batch 2, a width split in two 100-wide slices, one split in 131 (prime).
     run(&gpu, &mut rng, seed, dims(2, 30, 41, 1, 1, 200), None, 1.0);
     run(&gpu, &mut rng, seed, dims(1, 9, 12, 1, 1, 131), None, 1.0);
-    // Several wide heads are not supported: a clear error.
+    // An additive bias is not supported with wide heads: a clear error.
     let q = gpu.upload_f32(&vec![0.0; 2 * 5 * 200], &[1, 5, 2, 200]).unwrap();
-    let err = attention::attention(&gpu, &q, &q, &q, None, 1.0)
+    let bias = gpu.upload_f32(&[0.0; 2 * 25], &[2, 5, 5]).unwrap();
+    let opts = AttentionOptions {
+        bias: Some(&bias),
+        ..AttentionOptions::scale(1.0)
+    };
+    let err = attention::attention_with(&gpu, &q, &q, &q, &opts)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("one plain head"), "{err}");
+    assert!(err.contains("without an additive bias only"), "{err}");
+}
+
+/// Gemma-2B's self-attention: 8 query heads of 256 sharing one kv head,
+/// causal, with left padding (batch row 1 starts with 5 pad keys, so its
+/// first 5 queries see no key at all and must come out 0, not NaN).
+#[test]
+fn attention_wide_heads_grouped_causal_masked() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let n = dims(2, 19, 19, 8, 1, 256);
+    let mut mask = vec![0.0f32; n.b * n.lk];
+    mask[n.lk..n.lk + 5].fill(f32::NEG_INFINITY);
+    let x = Extras {
+        mask: Some(&mask),
+        causal: Some(0),
+        ..PLAIN
+    };
+    let got = run_with(&gpu, &mut rng, seed, n, x);
+    let row = n.hq * n.d;
+    assert!(
+        got[n.lq * row..][..5 * row].iter().all(|&v| v == 0.0),
+        "queries with every key masked must be 0"
+    );
+    // Several wide kv heads, a key bias with weights, queries ≠ keys, and
+    // heads split in two 80-wide slices.
+    let n = dims(2, 7, 11, 4, 2, 160);
+    let mask = key_bias(&mut rng, n.b * n.lk, 0.7);
+    let x = Extras {
+        mask: Some(&mask),
+        ..PLAIN
+    };
+    run_with(&gpu, &mut rng, seed, n, x);
+    run_with(
+        &gpu,
+        &mut rng,
+        seed,
+        dims(1, 12, 12, 3, 3, 136),
+        Extras {
+            causal: Some(0),
+            ..PLAIN
+        },
+    );
 }

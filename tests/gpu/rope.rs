@@ -1,4 +1,4 @@
-use ras::kernels::rope;
+use ras::kernels::rope::{self, RopePairs};
 use ras::reference::rope as reference;
 
 use crate::common::{check, gpu, randn, rng};
@@ -63,6 +63,56 @@ fn rope_per_batch_row_tables_match_reference() {
             1e-5,
             seed,
         );
+    }
+}
+
+/// Both pair layouts, at Gemma's head dim 256 with one kv head and a
+/// Lumina-like odd token count.
+#[test]
+fn rope_pair_layouts_match_reference() {
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    for layout in [RopePairs::Interleaved, RopePairs::Halves] {
+        for (b, l, h, d) in [(2, 13, 1, 256), (3, 7, 5, 12)] {
+            let x = randn(&mut rng, b * l * h * d);
+            let (cos, sin) = tables(l, d);
+            let xt = gpu.upload_f32(&x, &[b, l, h, d]).unwrap();
+            let ct = gpu.upload_f32(&cos, &[l, d / 2]).unwrap();
+            let st = gpu.upload_f32(&sin, &[l, d / 2]).unwrap();
+            let out = rope::rope_pairs(&gpu, &xt, &ct, &st, layout).unwrap();
+            let want = reference::rope_pairs(&x, &cos, &sin, l, h, d, layout);
+            check(
+                &format!("rope {layout:?} {:?}", [b, l, h, d]),
+                &gpu.read_f32(&out).unwrap(),
+                &want,
+                1e-5,
+                seed,
+            );
+        }
+    }
+}
+
+/// The halves layout is transformers' `q·cos + rotate_half(q)·sin` with the
+/// angles repeated over both halves, written out independently here.
+#[test]
+fn rope_halves_is_rotate_half() {
+    let (mut rng, _) = rng();
+    let (l, h, d) = (6, 2, 8);
+    let x = randn(&mut rng, l * h * d);
+    let (cos, sin) = tables(l, d);
+    let got = reference::rope_pairs(&x, &cos, &sin, l, h, d, RopePairs::Halves);
+    for (row, (xs, gs)) in x.chunks(d).zip(got.chunks(d)).enumerate() {
+        let t = row / h;
+        for e in 0..d {
+            let (c, s) = (cos[t * d / 2 + e % (d / 2)], sin[t * d / 2 + e % (d / 2)]);
+            let rotated = if e < d / 2 { -xs[e + d / 2] } else { xs[e - d / 2] };
+            let want = xs[e] * c + rotated * s;
+            assert!(
+                (gs[e] - want).abs() < 1e-5,
+                "row {row} dim {e}: {} vs {want}",
+                gs[e]
+            );
+        }
     }
 }
 
