@@ -12,21 +12,21 @@ use super::model_dir::ModelDir;
 
 pub(crate) enum TextStage {
     Sd3 {
-        encoders: TextEncoders,
+        encoders: Box<TextEncoders>,
         /// The transformer's `joint_attention_dim` (T5 width).
         joint_dim: usize,
     },
-    Lumina(LuminaTextEncoder),
+    Lumina(Box<LuminaTextEncoder>),
 }
 
 impl TextStage {
     pub fn load(gpu: &Gpu, dir: &ModelDir, use_t5: bool, joint_dim: usize) -> Result<TextStage> {
         Ok(match dir.family {
             Family::Sd3 => TextStage::Sd3 {
-                encoders: TextEncoders::load(gpu, dir, use_t5)?,
+                encoders: Box::new(TextEncoders::load(gpu, dir, use_t5)?),
                 joint_dim,
             },
-            Family::Lumina => TextStage::Lumina(LuminaTextEncoder::load(gpu, dir)?),
+            Family::Lumina => TextStage::Lumina(Box::new(LuminaTextEncoder::load(gpu, dir)?)),
         })
     }
 
