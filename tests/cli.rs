@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/png.rs"]
+mod png_read;
+use png_read::read_png;
+
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/pipeline")
@@ -12,20 +16,6 @@ fn fixture(path: &str) -> PathBuf {
 
 fn ras() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ras"))
-}
-
-fn read_png(path: &Path) -> (Vec<u8>, String) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    let text = reader
-        .info()
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters");
-    (buf, text.map(|t| t.text.clone()).unwrap_or_default())
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Lumina-Next transformer parity: `forward_files` on the tiny diffusers
+//! Lumina-Next transformer parity: `ras forward`'s `forward_files` on the tiny diffusers
 //! fixtures (tests/fixtures/make_lumina.py) against diffusers' own output,
 //! RAS-sparse calls against dense ones, and clear errors for broken weight
 //! folders and inputs.
@@ -8,10 +8,14 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ras::gpu::{Gpu, GpuOptions, Tensor};
 use ras::models::dit::{Conditioning, DitCall};
-use ras::models::lumina::{forward_files, LuminaOptions, LuminaTransformer};
+use ras::models::lumina::{LuminaOptions, LuminaTransformer};
+use ras::pipeline::forward_files;
 use ras::reference::rel_err;
 use ras::weights::{load_f32, Weights};
-use safetensors::tensor::{serialize_to_file, Dtype, TensorView};
+
+#[path = "common/broken.rs"]
+mod broken;
+use broken::broken_copy;
 
 /// One device for the binary, its buffers poisoned with NaN; tests take
 /// turns (lavapipe already uses every core).
@@ -278,32 +282,6 @@ fn bad_calls_are_explained() {
     assert!(err.contains("caption row 0 has no real token"), "{err}");
 }
 
-/// A copy of a fixture's transformer folder whose safetensors file is
-/// rewritten by `edit` (name, dtype, shape, bytes).
-fn broken_copy(edit: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
-    let src = fixture("f32_hd12_scaled_b2").join("transformer");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
-    let bytes = std::fs::read(src.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect();
-    edit(&mut tensors);
-    let views = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
-    serialize_to_file(
-        views,
-        None,
-        &dir.path().join("diffusion_pytorch_model.safetensors"),
-    )
-    .unwrap();
-    dir
-}
-
 fn load_error(dir: &Path) -> String {
     match LuminaTransformer::load_dir(&gpu(), dir) {
         Ok(_) => panic!("a broken folder must fail to load"),
@@ -313,7 +291,9 @@ fn load_error(dir: &Path) -> String {
 
 #[test]
 fn missing_key_is_named() {
-    let dir = broken_copy(|t| t.retain(|(n, ..)| n != "layers.2.attn2.norm_k.bias"));
+    let dir = broken_copy(&fixture("f32_hd12_scaled_b2").join("transformer"), |t| {
+        t.retain(|(n, ..)| n != "layers.2.attn2.norm_k.bias")
+    });
     let err = load_error(dir.path());
     assert!(
         err.contains("missing tensor 'layers.2.attn2.norm_k.bias'"),
@@ -323,7 +303,7 @@ fn missing_key_is_named() {
 
 #[test]
 fn wrong_shape_is_named() {
-    let dir = broken_copy(|t| {
+    let dir = broken_copy(&fixture("f32_hd12_scaled_b2").join("transformer"), |t| {
         let w = t
             .iter_mut()
             .find(|(n, ..)| n == "layers.1.attn1.to_k.weight")
@@ -339,7 +319,7 @@ fn wrong_shape_is_named() {
 
 #[test]
 fn unused_key_is_named() {
-    let dir = broken_copy(|t| {
+    let dir = broken_copy(&fixture("f32_hd12_scaled_b2").join("transformer"), |t| {
         let extra = t.iter().find(|(n, ..)| n == "layers.0.gate").unwrap().clone();
         t.push(("layers.0.attn1.to_out.0.weight".into(), extra.1, extra.2, extra.3));
     });

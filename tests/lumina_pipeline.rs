@@ -9,24 +9,14 @@ use std::process::Command;
 
 use ras::pipeline::{Pipeline, PipelineOptions};
 
+#[path = "common/png.rs"]
+mod png_read;
+use png_read::read_png;
+
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/lumina_pipeline")
         .join(path)
-}
-
-fn read_png(path: &Path) -> (Vec<u8>, String) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    let text = reader
-        .info()
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters");
-    (buf, text.map(|t| t.text.clone()).unwrap_or_default())
 }
 
 /// Runs one fixture case through `ras generate` (dense, from its latents)

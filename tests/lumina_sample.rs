@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use ras::reference::rel_err;
 use ras::weights::{load_f32, Weights};
 
+#[path = "common/active.rs"]
+mod active;
+use active::active_sets;
+
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/lumina_ras")
@@ -47,23 +51,6 @@ fn latents(path: &Path) -> (Vec<f32>, Vec<usize>) {
     load_f32(&Weights::from_files(&[path.to_owned()]).unwrap(), "latents_final").unwrap()
 }
 
-/// The `active_step_{i}` tensors of a file: (step, shape, i32 values).
-fn active_sets(path: &Path) -> Vec<(usize, Vec<usize>, Vec<i32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut sets: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, t)| {
-            let step = name.strip_prefix("active_step_")?.parse().ok()?;
-            assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
-            Some((step, t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())))
-        })
-        .collect();
-    sets.sort();
-    sets
-}
-
 #[test]
 fn lumina_ras_sample_matches_reference_runs() {
     let cases = [
@@ -94,4 +81,44 @@ fn lumina_ras_sample_matches_reference_runs() {
             assert_eq!(g, w, "{case}: active set of step {}", w.0);
         }
     }
+}
+
+/// A schedule that leaves a RAS step nothing to compute is a clear error,
+/// not a crash (ras-spec §9).
+#[test]
+fn a_ras_step_without_tokens_is_an_error() {
+    let dir = fixture("std_hr03_static_b1");
+    let tmp = tempfile::tempdir().unwrap();
+    // 256 tokens: skips of 192 + 64·(group − 2), groups of 3 steps, reach
+    // all 256 at step 9.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ras"))
+        .arg("sample")
+        .arg("--transformer")
+        .arg(dir.join("transformer"))
+        .arg("--inputs")
+        .arg(dir.join("inputs.safetensors"))
+        .args([
+            "--steps",
+            "10",
+            "--scheduler-start-step",
+            "2",
+            "--error-reset-steps",
+            "",
+        ])
+        .args([
+            "--sample-ratio",
+            "0.25",
+            "--skip-num-step",
+            "64",
+            "--skip-num-step-length",
+            "3",
+        ])
+        .arg("--output")
+        .arg(tmp.path().join("out.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("RAS step 9 would compute no image token"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -9,6 +9,10 @@ use ras::models::sd3::{Sd3Inputs, Sd3Transformer, TokenPlan};
 use ras::reference::rel_err;
 use ras::weights::{load_f32, Weights};
 
+#[path = "common/active.rs"]
+mod active;
+use active::active_sets;
+
 fn sd3_fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/sd3")
@@ -191,23 +195,6 @@ fn latents(path: &Path) -> Vec<f32> {
     load_f32(&Weights::from_files(&[path.to_owned()]).unwrap(), "latents_final")
         .unwrap()
         .0
-}
-
-/// The `active_step_{i}` tensors of a file: (step, shape, i32 values).
-fn active_sets(path: &Path) -> Vec<(usize, Vec<usize>, Vec<i32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut sets: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, t)| {
-            let step = name.strip_prefix("active_step_")?.parse().ok()?;
-            assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
-            Some((step, t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())))
-        })
-        .collect();
-    sets.sort();
-    sets
 }
 
 #[test]

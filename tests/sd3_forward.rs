@@ -7,7 +7,11 @@ use std::process::Command;
 
 use ras::reference::rel_err;
 use ras::weights::Weights;
-use safetensors::tensor::{serialize_to_file, Dtype, TensorView};
+use safetensors::tensor::serialize_to_file;
+
+#[path = "common/broken.rs"]
+mod broken;
+use broken::broken_copy;
 
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,32 +73,6 @@ fn ras_forward_matches_diffusers() {
     }
 }
 
-/// A copy of a fixture's transformer folder whose safetensors file is
-/// rewritten by `edit` (name, dtype, shape, bytes).
-fn broken_copy(edit: impl Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
-    let src = fixture("f32_square_b1").join("transformer");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
-    let bytes = std::fs::read(src.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
-        .collect();
-    edit(&mut tensors);
-    let views = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
-    serialize_to_file(
-        views,
-        None,
-        &dir.path().join("diffusion_pytorch_model.safetensors"),
-    )
-    .unwrap();
-    dir
-}
-
 fn forward_error(transformer: &Path) -> String {
     let out = transformer.join("out.safetensors");
     let run = forward(
@@ -108,7 +86,9 @@ fn forward_error(transformer: &Path) -> String {
 
 #[test]
 fn missing_key_is_named() {
-    let dir = broken_copy(|t| t.retain(|(n, ..)| n != "transformer_blocks.1.attn.to_k.bias"));
+    let dir = broken_copy(&fixture("f32_square_b1").join("transformer"), |t| {
+        t.retain(|(n, ..)| n != "transformer_blocks.1.attn.to_k.bias")
+    });
     let err = forward_error(dir.path());
     assert!(
         err.contains("missing tensor 'transformer_blocks.1.attn.to_k.bias'"),
@@ -118,7 +98,7 @@ fn missing_key_is_named() {
 
 #[test]
 fn wrong_shape_is_named() {
-    let dir = broken_copy(|t| {
+    let dir = broken_copy(&fixture("f32_square_b1").join("transformer"), |t| {
         let w = t.iter_mut().find(|(n, ..)| n == "proj_out.weight").unwrap();
         w.2 = vec![w.2[1], w.2[0]];
     });

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ras::models::{lumina, sd3, Family};
+use ras::models::load_transformer;
+use ras::pipeline::forward_files;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -22,17 +23,9 @@ pub struct ForwardArgs {
 }
 
 pub fn run(gpu: &ras::gpu::Gpu, args: &ForwardArgs) -> Result<()> {
-    let loading = || format!("loading the transformer from {}", args.transformer.display());
-    match Family::of_transformer(&args.transformer)? {
-        Family::Sd3 => {
-            let model = sd3::Sd3Transformer::load_dir(gpu, &args.transformer).with_context(loading)?;
-            sd3::forward_files(gpu, &model, &args.inputs, &args.output)?;
-        }
-        Family::Lumina => {
-            let model = lumina::LuminaTransformer::load_dir(gpu, &args.transformer).with_context(loading)?;
-            lumina::forward_files(gpu, &model, &args.inputs, &args.output)?;
-        }
-    }
+    let model = load_transformer(gpu, &args.transformer)
+        .with_context(|| format!("loading the transformer from {}", args.transformer.display()))?;
+    forward_files(gpu, model.as_ref(), &args.inputs, &args.output)?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

@@ -37,9 +37,10 @@ pub struct GenerateArgs {
     pub negative_prompt: String,
     /// Image width in pixels (a multiple of 16 for SD3 and Lumina). Default:
     /// the model's native size (1024 for SD3 and Lumina-Next, 256 for the
-    /// demo model). Any multiple is used as given: diffusers' Lumina
-    /// resolution binning is not applied (nor needed: RoPE scaling adapts
-    /// the model to the size, as LuminaPipeline does).
+    /// demo model). Any multiple is generated as asked, without resolution
+    /// binning (diffusers' LuminaPipeline has none either): Lumina's
+    /// time-aware RoPE scaling adapts the model to the size, as the
+    /// pipeline does.
     #[arg(long)]
     pub width: Option<usize>,
     /// Image height in pixels. Default: the model's native size.

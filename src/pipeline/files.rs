@@ -1,5 +1,6 @@
-//! `ras sample`: the sampling loop from and to safetensors files, with
-//! diffusers' names as keys.
+//! `ras forward` and `ras sample`: one transformer call, or the sampling
+//! loop, from and to safetensors files with diffusers' names as keys, for
+//! any [`Dit`].
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -7,9 +8,52 @@ use std::path::Path;
 use super::sample::{sample, SampleRequest, StepInfo};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::models::{Conditioning, Dit};
+use crate::models::{Conditioning, Dit, DitCall};
 use crate::ras::RasConfig;
 use crate::weights::{load_f32, save, Values, Weights};
+
+/// Reads one call's inputs under diffusers' argument names —
+/// `hidden_states [B, C, H, W]`, `timestep [B]` (in the model's own
+/// convention, as diffusers' model receives it), `encoder_hidden_states
+/// [B, L, D]` and the model's extra conditioning when present
+/// (`pooled_projections [B, P]` for SD3, `encoder_mask [B, L]`, int64 or
+/// float with 1 = real token, for Lumina); other keys are ignored — runs
+/// `model` densely and writes its `sample` to `output`.
+pub fn forward_files(gpu: &Gpu, model: &dyn Dit, inputs: &Path, output: &Path) -> Result<()> {
+    let file = Weights::from_files(&[inputs.to_owned()])?;
+    let upload = |name: &str| -> Result<Tensor> {
+        let (values, shape) = load_f32(&file, name)?;
+        gpu.upload_f32(&values, &shape)
+    };
+    let (timestep, _) = load_f32(&file, "timestep")?;
+    let cond = Conditioning {
+        tokens: upload("encoder_hidden_states")?,
+        pooled: optional(&file, "pooled_projections", upload)?,
+        mask: optional(&file, "encoder_mask", |name| Ok(load_f32(&file, name)?.0))?,
+        text_weights: None,
+    };
+    let call = DitCall {
+        latents: &upload("hidden_states")?,
+        timestep: &timestep,
+        cond: &cond,
+        active: None,
+        cache: None,
+    };
+    let sample = model.forward(gpu, &call)?;
+    save(
+        output,
+        &[(
+            "sample".into(),
+            sample.shape().to_vec(),
+            Values::F32(gpu.read_f32(&sample)?),
+        )],
+    )
+}
+
+/// `read(name)` when the file has tensor `name`.
+fn optional<T>(file: &Weights, name: &str, read: impl Fn(&str) -> Result<T>) -> Result<Option<T>> {
+    file.contains(name).then(|| read(name)).transpose()
+}
 
 /// Settings of a file-to-file sampling run.
 pub struct SampleFiles<'a> {
@@ -41,15 +85,12 @@ pub fn sample_files(
         gpu.upload_f32(&values, &shape)
     };
     let conditioning = |prefix: &str| -> Result<Conditioning> {
-        let pooled = format!("{prefix}pooled_prompt_embeds");
-        let mask = format!("{prefix}prompt_attention_mask");
         Ok(Conditioning {
             tokens: upload(&format!("{prefix}prompt_embeds"))?,
-            pooled: file.contains(&pooled).then(|| upload(&pooled)).transpose()?,
-            mask: file
-                .contains(&mask)
-                .then(|| load_f32(&file, &mask).map(|(m, _)| m))
-                .transpose()?,
+            pooled: optional(&file, &format!("{prefix}pooled_prompt_embeds"), upload)?,
+            mask: optional(&file, &format!("{prefix}prompt_attention_mask"), |name| {
+                Ok(load_f32(&file, name)?.0)
+            })?,
             text_weights: None,
         })
     };

@@ -14,7 +14,7 @@ mod text;
 
 pub use defaults::{defaults, ras_defaults, Defaults};
 pub use encode::{PromptEmbeds, TextEncoders};
-pub use files::{sample_files, SampleFiles};
+pub use files::{forward_files, sample_files, SampleFiles};
 pub use generate::{Event, GenerateRequest, Generation, Image, Pipeline, PipelineOptions};
 pub use job::Job;
 pub use lumina_encode::LuminaTextEncoder;

@@ -3,10 +3,8 @@
 pub mod block;
 pub mod config;
 pub mod embed;
-pub mod files;
 pub mod model;
 pub mod rope;
 
 pub use config::LuminaConfig;
-pub use files::forward_files;
 pub use model::{LuminaOptions, LuminaTransformer};
