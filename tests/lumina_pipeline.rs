@@ -167,3 +167,28 @@ fn compare_runs_on_lumina() {
         assert_eq!(rgb.len(), 64 * 48 * 3, "{f}");
     }
 }
+
+/// Settings Lumina cannot honour are refused before any work.
+#[test]
+fn bad_lumina_requests_fail_before_work() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ras"))
+        .args(["generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "x", "--max-sequence-length", "12"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-sequence-length 12 must be a multiple of 8"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ras"))
+        .args(["generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "x", "--width", "72"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("multiples of 16"), "{err}");
+}

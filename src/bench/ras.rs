@@ -50,6 +50,8 @@ impl RasBenchConfig {
 #[derive(Debug, Clone)]
 pub struct RunFigure {
     pub ratio: f64,
+    /// The dynamic schedule's ramp (tokens per step group; 0 = static).
+    pub skip_num_step: i64,
     pub seconds: f64,
     /// Image tokens computed, summed over steps.
     pub token_steps: usize,
@@ -126,6 +128,7 @@ pub fn bench_ras(
         let seconds = start.elapsed().as_secs_f64();
         Ok(RunFigure {
             ratio: ras.sample_ratio,
+            skip_num_step: if ras.is_dense() { 0 } else { ras.skip_num_step },
             seconds,
             token_steps,
             kv_cache_bytes: out.kv_cache_bytes,
@@ -143,10 +146,15 @@ pub fn bench_ras(
     let tokens = (side / p) * (side / p);
     let mut figures = Vec::new();
     let example = ras_defaults(cfg.family, cfg.steps, tokens);
-    for ras in std::iter::once(RasConfig::dense(cfg.steps)).chain(cfg.ratios.iter().map(|&r| RasConfig {
-        sample_ratio: r,
-        ..example.clone()
-    })) {
+    let at_ratio = |r: f64| {
+        let mut ras = RasConfig {
+            sample_ratio: r,
+            ..example.clone()
+        };
+        ras.fit_ramp(cfg.steps, tokens);
+        ras
+    };
+    for ras in std::iter::once(RasConfig::dense(cfg.steps)).chain(cfg.ratios.iter().map(|&r| at_ratio(r))) {
         let f = run(ras, cfg.steps)?;
         report(&f);
         figures.push(f);

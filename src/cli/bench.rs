@@ -128,8 +128,9 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
             ras_bench::bench_ras(gpu, &cfg, |f| {
                 let d = dense.get_or_insert_with(|| f.clone());
                 println!(
-                    "ratio {:<6} {:>9.2} s  speed-up {:>5.2}x  ideal {:>5.2}x  K/V cache {:>7.1} MiB",
+                    "ratio {:<6} ramp {:<4} {:>9.2} s  speed-up {:>5.2}x  ideal {:>5.2}x  K/V cache {:>7.1} MiB",
                     f.ratio,
+                    f.skip_num_step,
                     f.seconds,
                     d.seconds / f.seconds,
                     d.token_steps as f64 / f.token_steps as f64,

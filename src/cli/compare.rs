@@ -114,9 +114,11 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
         req
     };
     let template = request(&pipeline, "");
-    let ras = args
-        .ras
-        .config(template.steps, pipeline.ras_defaults(&template))?;
+    let ras = args.ras.config(
+        template.steps,
+        pipeline.image_tokens(&template),
+        pipeline.ras_defaults(&template),
+    )?;
     let mut rows = Vec::new();
     let mut ok = true;
     for (i, prompt) in prompts.iter().enumerate() {

@@ -109,7 +109,11 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
     req.seed = args.seed;
     req.num_images = args.num_images.unwrap_or(1);
     req.max_sequence_length = args.max_sequence_length;
-    req.ras = args.ras.config(req.steps, pipeline.ras_defaults(&req))?;
+    req.ras = args.ras.config(
+        req.steps,
+        pipeline.image_tokens(&req),
+        pipeline.ras_defaults(&req),
+    )?;
     if let Some(path) = &args.latents_init {
         let file = Weights::from_files(std::slice::from_ref(path))?;
         let (values, shape) = load_f32(&file, "latents_init")?;

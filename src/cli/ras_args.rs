@@ -63,9 +63,11 @@ pub struct RasArgs {
 }
 
 impl RasArgs {
-    /// The settings for a run of `steps` steps: these flags over `defaults`
-    /// (the model family's example, see `ras::pipeline::ras_defaults`).
-    pub fn config(&self, steps: usize, defaults: RasConfig) -> anyhow::Result<RasConfig> {
+    /// The settings for a run of `steps` steps over `tokens` image tokens:
+    /// these flags over `defaults` (the model family's example, see
+    /// `ras::pipeline::ras_defaults`), a default dynamic ramp shrunk to fit
+    /// the chosen ratio.
+    pub fn config(&self, steps: usize, tokens: usize, defaults: RasConfig) -> anyhow::Result<RasConfig> {
         let error_reset_steps = match &self.error_reset_steps {
             None => defaults.error_reset_steps,
             Some(list) => list
@@ -78,7 +80,7 @@ impl RasArgs {
                 })
                 .collect::<anyhow::Result<Vec<usize>>>()?,
         };
-        let cfg = RasConfig {
+        let mut cfg = RasConfig {
             sample_ratio: if self.dense { 1.0 } else { self.sample_ratio },
             metric: match self.metric {
                 MetricArg::Std => Metric::Std,
@@ -92,6 +94,9 @@ impl RasArgs {
             skip_num_step: self.skip_num_step.unwrap_or(defaults.skip_num_step),
             skip_num_step_length: self.skip_num_step_length.unwrap_or(defaults.skip_num_step_length),
         };
+        if self.skip_num_step.is_none() {
+            cfg.fit_ramp(steps, tokens);
+        }
         cfg.validate(steps)?;
         Ok(cfg)
     }

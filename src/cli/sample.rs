@@ -57,7 +57,9 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &SampleArgs) -> Result<()> {
             Some(s) => s,
             None => scheduler_shift(&args.transformer, d.shift)?,
         },
-        ras: args.ras.config(steps, ras_defaults(family, steps, tokens))?,
+        ras: args
+            .ras
+            .config(steps, tokens, ras_defaults(family, steps, tokens))?,
         save_active: args.save_active,
     };
     let cache = sample_files(gpu, model.as_ref(), &job, |s| {

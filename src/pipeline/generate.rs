@@ -207,8 +207,13 @@ impl Pipeline {
     /// The original's RAS example for this model, fitted to the request's
     /// step count and size (see [`ras_defaults`](super::ras_defaults)).
     pub fn ras_defaults(&self, req: &GenerateRequest) -> RasConfig {
+        super::ras_defaults(self.family(), req.steps, self.image_tokens(req))
+    }
+
+    /// Image tokens of the request's size.
+    pub fn image_tokens(&self, req: &GenerateRequest) -> usize {
         let m = self.size_multiple();
-        super::ras_defaults(self.family(), req.steps, (req.width / m) * (req.height / m))
+        (req.width / m) * (req.height / m)
     }
 
     /// Pixels per latent pixel times patch size: width and height must be
@@ -244,6 +249,13 @@ impl Pipeline {
         }
         if req.steps == 0 || req.num_images == 0 || req.max_sequence_length == 0 {
             return bad("--steps, --num-images and --max-sequence-length must be at least 1".into());
+        }
+        if self.family() == Family::Lumina && !req.max_sequence_length.is_multiple_of(8) {
+            return bad(format!(
+                "--max-sequence-length {} must be a multiple of 8 for Lumina (Gemma's prompt is \
+                 padded to a multiple of 8 tokens, and transformers refuses a cut that is not one)",
+                req.max_sequence_length
+            ));
         }
         if !req.guidance.is_finite() {
             return bad("--guidance must be a finite number".into());

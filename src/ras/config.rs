@@ -1,6 +1,7 @@
 //! RAS hyperparameters (ras-spec §2), with the original's names and its SD3
 //! example as defaults.
 
+use super::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::kernels::metric::Metric;
 
@@ -73,6 +74,17 @@ impl RasConfig {
             skip_num_step: ramp,
             skip_num_step_length: 4,
             ..RasConfig::sd3_example(steps)
+        }
+    }
+
+    /// Shrinks a dynamic schedule's ramp (`skip_num_step`, toward 0) until
+    /// every step's skip count fits in `0..=tokens`: the original's Lumina
+    /// ramp of 256 tokens per 4 steps asks more than all 4096 tokens at
+    /// ratios below about 0.19. No change when it fits, or for a static
+    /// schedule. For defaults only; settings a user gave stay as given.
+    pub fn fit_ramp(&mut self, steps: usize, tokens: usize) {
+        while self.skip_num_step != 0 && Schedule::new(self, steps, tokens).is_err() {
+            self.skip_num_step -= self.skip_num_step.signum();
         }
     }
 

@@ -201,3 +201,34 @@ fn lumina_example_other_sizes() {
     assert_eq!(RasConfig::lumina_example(30, 1024).skip_num_step, 64);
     assert_eq!(RasConfig::lumina_example(10, 256).error_reset_steps, [4, 7]);
 }
+
+/// Below ratio ~0.19 the Lumina example's ramp would skip more tokens than
+/// there are; the default shrinks it to the largest ramp that fits.
+#[test]
+fn lumina_ramp_is_fitted_at_low_ratios() {
+    let mut cfg = RasConfig {
+        sample_ratio: 0.125,
+        ..RasConfig::lumina_example(30, 4096)
+    };
+    assert!(Schedule::new(&cfg, 30, 4096).is_err());
+    cfg.fit_ramp(30, 4096);
+    assert!(Schedule::new(&cfg, 30, 4096).is_ok());
+    assert!(
+        cfg.skip_num_step > 0 && cfg.skip_num_step < 256,
+        "{}",
+        cfg.skip_num_step
+    );
+    let mut bigger = RasConfig {
+        skip_num_step: cfg.skip_num_step + 1,
+        ..cfg.clone()
+    };
+    assert!(
+        Schedule::new(&bigger, 30, 4096).is_err(),
+        "not the largest ramp that fits"
+    );
+    bigger.fit_ramp(30, 4096);
+    assert_eq!(bigger, cfg);
+    let mut half = RasConfig::lumina_example(30, 4096);
+    half.fit_ramp(30, 4096);
+    assert_eq!(half.skip_num_step, 256, "a ramp that fits is kept");
+}
