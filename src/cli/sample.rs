@@ -18,8 +18,10 @@ pub struct SampleArgs {
     /// A diffusers `transformer/` folder; its `_class_name` picks the model.
     #[arg(long)]
     pub transformer: PathBuf,
+    /// Input tensors (safetensors; the names are in the command's help above).
     #[arg(long)]
     pub inputs: PathBuf,
+    /// Where to write `latents_final` (and the active sets).
     #[arg(long)]
     pub output: PathBuf,
     /// Denoising steps. Default: the model's pipeline default (SD3 28,
