@@ -78,12 +78,16 @@ impl RasConfig {
     }
 
     /// Shrinks a dynamic schedule's ramp (`skip_num_step`, toward 0) until
-    /// every step's skip count fits in `0..=tokens`: the original's Lumina
-    /// ramp of 256 tokens per 4 steps asks more than all 4096 tokens at
-    /// ratios below about 0.19. No change when it fits, or for a static
-    /// schedule. For defaults only; settings a user gave stay as given.
+    /// every step skips fewer than all `tokens` (so each RAS step computes
+    /// at least one): the original's Lumina ramp of 256 tokens per 4 steps
+    /// asks for all 4096 tokens or more at ratios below about 0.19. No
+    /// change when it fits, or for a static schedule. For defaults only;
+    /// settings a user gave stay as given.
     pub fn fit_ramp(&mut self, steps: usize, tokens: usize) {
-        while self.skip_num_step != 0 && Schedule::new(self, steps, tokens).is_err() {
+        let fits = |cfg: &RasConfig| {
+            Schedule::new(cfg, steps, tokens).is_ok_and(|s| (0..steps).all(|i| s.skip(i) < tokens))
+        };
+        while self.skip_num_step != 0 && !fits(self) {
             self.skip_num_step -= self.skip_num_step.signum();
         }
     }
