@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ras::models::{load_transformer, Family};
+use ras::models::load_transformer;
 use ras::pipeline::{defaults, ras_defaults, sample_files, SampleFiles};
 use ras::ras::StepKind;
 use ras::sampling::SchedulerConfig;
@@ -44,11 +44,11 @@ pub struct SampleArgs {
 }
 
 pub fn run(gpu: &ras::gpu::Gpu, args: &SampleArgs) -> Result<()> {
-    let family = Family::of_transformer(&args.transformer)?;
-    let d = defaults(family);
-    let steps = args.steps.unwrap_or(d.steps);
     let model = load_transformer(gpu, &args.transformer)
         .with_context(|| format!("loading the transformer from {}", args.transformer.display()))?;
+    let family = model.family();
+    let d = defaults(family);
+    let steps = args.steps.unwrap_or(d.steps);
     let tokens = image_tokens(&args.inputs, model.patch_size())?;
     let job = SampleFiles {
         inputs: &args.inputs,

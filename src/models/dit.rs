@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
+use crate::models::Family;
 
 /// The text side of a call, for every batch row. Each model reads the
 /// fields it has and rejects a call that lacks one it needs.
@@ -75,8 +76,8 @@ pub struct DitCall<'a> {
 
 /// A Diffusion Transformer the denoising loop can drive with RAS.
 pub trait Dit {
-    /// Short name for messages and PNG metadata ("sd3", "lumina").
-    fn family(&self) -> &'static str;
+    /// Which model family this is (for its pipeline defaults).
+    fn family(&self) -> Family;
     /// Latent pixels per token side.
     fn patch_size(&self) -> usize;
     /// Latent channels in (and out, after dropping any learned variance).

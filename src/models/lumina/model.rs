@@ -18,6 +18,7 @@ use crate::kernels::norm::layer_norm;
 use crate::kernels::patch::{patchify, unpatchify};
 use crate::kernels::rows::{gather, scatter, Indices};
 use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
+use crate::models::Family;
 use crate::nn::Linear;
 use crate::weights::Weights;
 
@@ -355,8 +356,8 @@ fn caption_bias(gpu: &Gpu, mask: Option<&[f32]>, b: usize, l: usize) -> Result<T
 }
 
 impl Dit for LuminaTransformer {
-    fn family(&self) -> &'static str {
-        "lumina"
+    fn family(&self) -> Family {
+        Family::Lumina
     }
 
     fn patch_size(&self) -> usize {

@@ -17,6 +17,7 @@ use crate::kernels::norm::layer_norm;
 use crate::kernels::patch::unpatchify;
 use crate::kernels::rows::{gather, scatter};
 use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
+use crate::models::Family;
 use crate::nn::Linear;
 use crate::weights::Weights;
 
@@ -238,8 +239,8 @@ impl Sd3Transformer {
 }
 
 impl Dit for Sd3Transformer {
-    fn family(&self) -> &'static str {
-        "sd3"
+    fn family(&self) -> Family {
+        Family::Sd3
     }
 
     fn patch_size(&self) -> usize {
