@@ -2,6 +2,7 @@
 //! launches (submit to completion) on the chosen adapter; FLOP counts come
 //! from the shapes.
 
+pub mod profile;
 pub mod ras;
 pub mod sd3;
 

@@ -7,14 +7,15 @@
 use std::time::Instant;
 
 use super::filler;
+use super::profile::summarize;
 use super::sd3::TEXT_TOKENS;
 use crate::error::Result;
-use crate::gpu::{DType, Gpu};
+use crate::gpu::{DType, Gpu, Profile};
 use crate::models::lumina::{LuminaConfig, LuminaTransformer};
 use crate::models::sd3::{Sd3Config, Sd3Transformer};
 use crate::models::{Conditioning, Dit, Family};
 use crate::pipeline::{defaults, ras_defaults, sample, SampleRequest};
-use crate::ras::RasConfig;
+use crate::ras::{RasConfig, StepKind};
 use crate::weights::Weights;
 
 /// Caption rows of the Lumina benchmark: a prompt of about 40 words (57
@@ -34,6 +35,8 @@ pub struct RasBenchConfig {
     /// Classifier-free guidance (batch 2 through the transformer) or not.
     pub cfg: bool,
     pub ratios: Vec<f64>,
+    /// Run each loop a second time under the kernel profiler.
+    pub profile: bool,
 }
 
 impl RasBenchConfig {
@@ -55,7 +58,29 @@ pub struct RunFigure {
     pub seconds: f64,
     /// Image tokens computed, summed over steps.
     pub token_steps: usize,
+    /// Mean fraction of the image tokens computed at a RAS step (1 when
+    /// there is none).
+    pub ras_step_fraction: f64,
     pub kv_cache_bytes: u64,
+    /// The profiled second run, when asked for.
+    pub profile: Option<Profile>,
+}
+
+impl RunFigure {
+    /// GPU time of a RAS step beyond its share of a dense step's (the
+    /// fraction of image tokens it computes), from the profiles of this run
+    /// and the dense run: `(overhead, RAS step, dense step)` seconds.
+    pub fn ras_step_overhead(&self, dense: &RunFigure) -> Option<(f64, f64, f64)> {
+        let step = |f: &RunFigure, kind: &str| {
+            summarize(f.profile.as_ref()?)
+                .into_iter()
+                .find(|s| s.kind == kind)
+                .map(|s| s.gpu_seconds)
+        };
+        let ras = step(self, "RAS step")?;
+        let dense = step(dense, "dense step")?;
+        Some((ras - dense * self.ras_step_fraction, ras, dense))
+    }
 }
 
 /// A synthetic transformer at the family's widths and a prompt and a
@@ -107,7 +132,7 @@ pub fn bench_ras(
     let side = cfg.size / 8;
     let latents = gpu.upload_f32(&filler(c * side * side, 11), &[1, c, side, side])?;
     let family = defaults(cfg.family);
-    let run = |ras: RasConfig, steps: usize| -> Result<RunFigure> {
+    let run = |ras: RasConfig, steps: usize, profile: bool| -> Result<RunFigure> {
         let request = SampleRequest {
             latents: &latents,
             cond: &cond,
@@ -118,20 +143,41 @@ pub fn bench_ras(
             ras: ras.clone(),
         };
         let mut token_steps = 0;
+        let (mut ras_steps, mut ras_fraction) = (0, 0.0);
         gpu.sync()?;
         let start = Instant::now();
         let out = sample(gpu, model.as_ref(), &request, |s| {
             token_steps += s.active_tokens;
+            if s.kind == StepKind::Ras {
+                ras_steps += 1;
+                ras_fraction += s.active_tokens as f64 / s.total_tokens as f64;
+            }
             std::ops::ControlFlow::Continue(())
         })?;
         gpu.read_f32(&out.latents)?;
         let seconds = start.elapsed().as_secs_f64();
+        let profile = match profile {
+            true => {
+                gpu.start_profile()?;
+                sample(gpu, model.as_ref(), &request, |_| {
+                    std::ops::ControlFlow::Continue(())
+                })?;
+                Some(gpu.take_profile()?)
+            }
+            false => None,
+        };
         Ok(RunFigure {
             ratio: ras.sample_ratio,
             skip_num_step: if ras.is_dense() { 0 } else { ras.skip_num_step },
             seconds,
             token_steps,
+            ras_step_fraction: if ras_steps == 0 {
+                1.0
+            } else {
+                ras_fraction / ras_steps as f64
+            },
             kv_cache_bytes: out.kv_cache_bytes,
+            profile,
         })
     };
     // A three-step run with one dense and two RAS steps compiles every
@@ -141,7 +187,7 @@ pub fn bench_ras(
         error_reset_steps: Vec::new(),
         ..RasConfig::sd3_example(3)
     };
-    run(warm_up, 3)?;
+    run(warm_up, 3, false)?;
     let p = model.patch_size();
     let tokens = (side / p) * (side / p);
     let mut figures = Vec::new();
@@ -155,7 +201,7 @@ pub fn bench_ras(
         ras
     };
     for ras in std::iter::once(RasConfig::dense(cfg.steps)).chain(cfg.ratios.iter().map(|&r| at_ratio(r))) {
-        let f = run(ras, cfg.steps)?;
+        let f = run(ras, cfg.steps, cfg.profile)?;
         report(&f);
         figures.push(f);
     }

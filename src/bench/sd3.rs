@@ -3,7 +3,7 @@
 
 use super::{filler, time, Figure};
 use crate::error::Result;
-use crate::gpu::{DType, Gpu};
+use crate::gpu::{DType, Gpu, Profile};
 use crate::models::sd3::{Sd3Config, Sd3Inputs, Sd3Transformer};
 use crate::weights::Weights;
 
@@ -11,8 +11,17 @@ use crate::weights::Weights;
 pub const TEXT_TOKENS: usize = 333;
 
 /// One dense forward of an SD3-medium-width transformer with `layers`
-/// blocks on a `size`×`size` image (latent size/8), f16 weights.
-pub fn bench_sd3(gpu: &Gpu, layers: usize, size: usize, batch: usize, reps: usize) -> Result<Figure> {
+/// blocks on a `size`×`size` image (latent size/8), f16 weights. With
+/// `profile`, one more forward (not in the timing) runs under the kernel
+/// profiler as one "forward" step.
+pub fn bench_sd3(
+    gpu: &Gpu,
+    layers: usize,
+    size: usize,
+    batch: usize,
+    reps: usize,
+    profile: bool,
+) -> Result<(Figure, Option<Profile>)> {
     let cfg = Sd3Config::sd3_medium(layers);
     let model = Sd3Transformer::load(gpu, &Weights::synthetic(DType::F16), cfg.clone())?;
     let side = size / 8;
@@ -32,9 +41,21 @@ pub fn bench_sd3(gpu: &Gpu, layers: usize, size: usize, batch: usize, reps: usiz
         text_weights: None,
     };
     let seconds = time(gpu, reps, || model.forward(gpu, &inputs))?;
-    Ok(Figure {
+    let figure = Figure {
         name: format!("sd3 forward {layers} layers {size}px batch {batch} f16"),
         seconds,
         flops: cfg.forward_flops(batch, n_img, TEXT_TOKENS),
-    })
+    };
+    let profile = match profile {
+        true => {
+            gpu.start_profile()?;
+            let step = gpu.step_scope("forward");
+            drop(model.forward(gpu, &inputs)?);
+            gpu.flush()?;
+            drop(step);
+            Some(gpu.take_profile()?)
+        }
+        false => None,
+    };
+    Ok((figure, profile))
 }

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
+use ras::bench::profile::render;
 use ras::bench::{ras as ras_bench, sd3, Figure};
 use ras::models::Family;
 use ras::pipeline::defaults;
@@ -61,6 +62,12 @@ pub enum BenchWhat {
         /// Sample ratios to compare against dense.
         #[arg(long, value_delimiter = ',', default_value = "0.5,0.25,0.125")]
         ratios: Vec<f64>,
+        /// Run each loop a second time under the kernel profiler and print
+        /// where the GPU time of a dense and of a RAS step goes, and the
+        /// RAS-step overhead (its GPU time beyond its token share of a
+        /// dense step's).
+        #[arg(long)]
+        profile: bool,
     },
     /// One dense SD3 transformer forward at SD3-medium widths (1536 wide,
     /// 24 heads × 64) with synthetic f16 weights and 333 text tokens.
@@ -78,6 +85,11 @@ pub enum BenchWhat {
         /// Timed repetitions (the best is reported).
         #[arg(long, default_value_t = 2)]
         reps: usize,
+        /// Run one more forward under the kernel profiler and print time,
+        /// share, GFLOP/s, GB/s and launches by kernel family and by layer
+        /// kind (GPU timestamps where the adapter has them).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -106,6 +118,7 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
             steps,
             no_cfg,
             ratios,
+            profile,
         } => {
             let family = model.family();
             let steps = steps.unwrap_or(defaults(family).steps);
@@ -116,6 +129,7 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
                 steps,
                 cfg: !no_cfg,
                 ratios,
+                profile,
             };
             println!(
                 "{}: {layers} layers, {size}px ({} image + {} text tokens), {steps} steps, cfg {}",
@@ -136,6 +150,20 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
                     d.token_steps as f64 / f.token_steps as f64,
                     f.kv_cache_bytes as f64 / (1 << 20) as f64
                 );
+                if let Some(p) = &f.profile {
+                    print!("{}", render(p));
+                }
+                if let Some((overhead, ras, dense)) = f.ras_step_overhead(d) {
+                    println!(
+                        "RAS step: GPU {:.3} ms, ideal {:.3} ms ({:.1}% of the image tokens of a {:.3} ms dense step): overhead {:.3} ms = {:.1}% of a dense step",
+                        ras * 1e3,
+                        dense * f.ras_step_fraction * 1e3,
+                        100.0 * f.ras_step_fraction,
+                        dense * 1e3,
+                        overhead * 1e3,
+                        100.0 * overhead / dense
+                    );
+                }
             })?;
         }
         BenchWhat::Sd3 {
@@ -143,7 +171,14 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
             size,
             batch,
             reps,
-        } => report(&sd3::bench_sd3(gpu, layers, size, batch, reps)?),
+            profile,
+        } => {
+            let (figure, profile) = sd3::bench_sd3(gpu, layers, size, batch, reps, profile)?;
+            report(&figure);
+            if let Some(p) = profile {
+                print!("{}", render(&p));
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use ras::bench::profile::render;
 use ras::models::Family;
 use ras::pipeline::{parameters, write_png, Event, Pipeline, PipelineOptions};
 use ras::ras::StepKind;
@@ -81,6 +82,13 @@ pub struct GenerateArgs {
     /// Print each stage, step and the memory figures as plain lines.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Time every kernel (GPU timestamps where the adapter has them) and
+    /// print, per step kind (dense, RAS, outside steps), the time by kernel
+    /// family and by layer kind with GFLOP/s, GB/s and dispatches and
+    /// submits per step. Profiling serialises the GPU's work: the run is
+    /// slower than without it.
+    #[arg(long)]
+    pub profile: bool,
     /// Output PNG.
     #[arg(long, short, default_value = "out.png")]
     pub output: PathBuf,
@@ -166,6 +174,9 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
             bar.suspend(|| eprintln!("[{:7.2}s] {line}", start.elapsed().as_secs_f64()));
         }
     };
+    if args.profile {
+        gpu.start_profile()?;
+    }
     let out = pipeline.generate(&req, |event| {
         match event {
             Event::Loading(what) => {
@@ -211,6 +222,9 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
         ControlFlow::Continue(())
     })?;
     bar.finish_and_clear();
+    if args.profile {
+        eprint!("{}", render(&gpu.take_profile()?));
+    }
     let mut written = Vec::new();
     for (i, image) in out.images.iter().enumerate() {
         let path = output_path(&args.output, i, out.images.len());

@@ -61,7 +61,10 @@ impl Gpu {
         let instance = adapter::instance();
         let adapter = adapter::select(&instance, options.adapter.as_deref())?;
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let desc = wgpu::DeviceDescriptor {
             label: Some("ras"),
             required_features: adapter.features() & wanted,

@@ -4,6 +4,7 @@ mod adapter;
 mod context;
 mod pipelines;
 mod pool;
+mod profiler;
 mod recorder;
 mod shaders;
 mod tensor;
@@ -13,6 +14,7 @@ pub use adapter::{list_adapters, AdapterSummary};
 pub use context::{Capabilities, Gpu, GpuOptions};
 pub use pipelines::Kernel;
 pub use pool::MemoryStats;
+pub use profiler::{Cost, Counters, Profile, Record, ScopeGuard, StepCount, Timer};
 pub use shaders::{all_sources, TEMPLATES};
 pub use tensor::{Arg, DType, Tensor};
 

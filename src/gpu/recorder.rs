@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use super::context::Gpu;
 use super::pipelines::Kernel;
+use super::profiler::{Cost, ProfileState, Record, Tag, Timer};
 use super::tensor::Arg;
 use crate::error::{Error, Result};
 
@@ -32,8 +33,11 @@ enum Entry {
         buffers: Vec<wgpu::Buffer>,
         params: Range<u64>,
         grid: [u32; 3],
+        tag: Tag,
     },
-    Write {
+    /// A buffer copy (an upload's staging buffer into place, or a tensor
+    /// into a read-back buffer).
+    Copy {
         src: wgpu::Buffer,
         dst: wgpu::Buffer,
         size: u64,
@@ -44,11 +48,15 @@ pub(crate) struct Recorder {
     entries: Vec<Entry>,
     params: Vec<u8>,
     align: u64,
+    pub state: ProfileState,
 }
 
 /// Past this many entries a flush happens on its own, bounding the memory
 /// that pending bind groups and staging buffers hold.
 const AUTO_FLUSH: usize = 4096;
+/// The same while profiling: two timestamps per launch must fit one query
+/// set (at most `wgpu::QUERY_SET_MAX_QUERIES`).
+const AUTO_FLUSH_PROFILED: usize = 1024;
 
 impl Recorder {
     pub fn new(align: u32) -> Self {
@@ -56,12 +64,23 @@ impl Recorder {
             entries: Vec::new(),
             params: Vec::new(),
             align: align.max(16) as u64,
+            state: ProfileState::default(),
         }
     }
 }
 
+/// How `encode` times the launches it records.
+#[derive(Clone, Copy)]
+enum Stamps<'a> {
+    None,
+    /// Timestamps 2i and 2i+1 around launch i, inside one pass.
+    InsidePass(&'a wgpu::QuerySet),
+    /// One pass per launch, timed at its beginning and end.
+    PerPass(&'a wgpu::QuerySet),
+}
+
 impl Gpu {
-    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
+    pub(crate) fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
         self.inner.recorder.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -75,6 +94,20 @@ impl Gpu {
         outputs: &[Arg<'_>],
         params: &[u8],
         workgroups: u32,
+    ) -> Result<()> {
+        self.dispatch_costed(kernel, inputs, outputs, params, workgroups, Cost::default())
+    }
+
+    /// [`dispatch`](Self::dispatch) with the launch's FLOPs and bytes for
+    /// the profiler.
+    pub fn dispatch_costed(
+        &self,
+        kernel: &Kernel,
+        inputs: &[Arg<'_>],
+        outputs: &[Arg<'_>],
+        params: &[u8],
+        workgroups: u32,
+        cost: Cost,
     ) -> Result<()> {
         let max = self.inner.limits.max_compute_workgroups_per_dimension;
         let x = workgroups.clamp(1, max);
@@ -95,15 +128,32 @@ impl Gpu {
         let end = start + (params.len() as u64).max(16).div_ceil(16) * 16;
         let next = end.div_ceil(rec.align) * rec.align;
         rec.params.resize(next as usize, 0);
-        let buffers = inputs.iter().chain(outputs).map(|a| a.0.clone()).collect();
+        let buffers: Vec<wgpu::Buffer> = inputs.iter().chain(outputs).map(|a| a.0.clone()).collect();
+        let bytes = cost
+            .bytes
+            .unwrap_or_else(|| buffers.iter().map(|b| b.size() as f64).sum());
+        let tag = Tag {
+            family: kernel.shader,
+            entry: kernel.entry,
+            region: rec.state.region,
+            step: rec.state.step,
+            flops: cost.flops,
+            bytes,
+        };
+        rec.state.count_dispatch();
         rec.entries.push(Entry::Dispatch {
             pipeline,
             layout,
             buffers,
             params: start..end,
             grid: [x, y, 1],
+            tag,
         });
-        let full = rec.entries.len() >= AUTO_FLUSH;
+        let limit = match rec.state.profile {
+            Some(_) => AUTO_FLUSH_PROFILED,
+            None => AUTO_FLUSH,
+        };
+        let full = rec.entries.len() >= limit;
         drop(rec);
         if full {
             self.flush()?;
@@ -127,7 +177,7 @@ impl Gpu {
             })
         })?;
         write_mapped(&src, bytemuck::cast_slice(words))?;
-        self.recorder().entries.push(Entry::Write {
+        self.recorder().entries.push(Entry::Copy {
             src,
             dst: dst.clone(),
             size,
@@ -135,12 +185,24 @@ impl Gpu {
         Ok(())
     }
 
-    /// Submits everything recorded so far in one command buffer.
+    /// Submits one command buffer, counting it.
+    pub(crate) fn submit(&self, commands: wgpu::CommandBuffer) {
+        self.recorder().state.count_submit();
+        self.inner.queue.submit([commands]);
+    }
+
+    /// Submits everything recorded so far in one command buffer (timed
+    /// launch by launch while a profile is being taken).
     pub fn flush(&self) -> Result<()> {
         self.check_lost()?;
-        let (entries, params) = {
+        let (entries, params, timer) = {
             let mut rec = self.recorder();
-            (std::mem::take(&mut rec.entries), std::mem::take(&mut rec.params))
+            let timer = rec.state.profile.as_ref().map(|p| p.timer);
+            (
+                std::mem::take(&mut rec.entries),
+                std::mem::take(&mut rec.params),
+                timer,
+            )
         };
         if entries.is_empty() {
             return Ok(());
@@ -155,59 +217,148 @@ impl Gpu {
             })
         })?;
         write_mapped(&uniforms, &params)?;
-        self.scoped("running recorded kernels", || {
-            let mut encoder = device.create_command_encoder(&Default::default());
-            let mut i = 0;
-            while i < entries.len() {
-                if let Entry::Write { src, dst, size } = &entries[i] {
-                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, *size);
-                    i += 1;
-                    continue;
-                }
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                while let Some(Entry::Dispatch {
-                    pipeline,
+        let launches = entries
+            .iter()
+            .filter(|e| matches!(e, Entry::Dispatch { .. }))
+            .count();
+        // Unprofiled, or copies alone (a read-back): nothing to time.
+        let Some(timer) = timer.filter(|_| launches > 0) else {
+            self.scoped("running recorded kernels", || {
+                let mut encoder = device.create_command_encoder(&Default::default());
+                self.encode(&mut encoder, &entries, &uniforms, Stamps::None);
+                self.submit(encoder.finish());
+            })?;
+            return self.check_lost();
+        };
+        let seconds = match timer {
+            Timer::Timestamps { inside_passes } => self.timestamped(launches, |encoder, set| {
+                let stamps = match inside_passes {
+                    true => Stamps::InsidePass(set),
+                    false => Stamps::PerPass(set),
+                };
+                self.encode(encoder, &entries, &uniforms, stamps);
+            })?,
+            Timer::WallClock => self.wall_clocked(entries.len(), |encoder, i| {
+                self.encode(encoder, &entries[i..=i], &uniforms, Stamps::None)
+            })?,
+        };
+        let tags = entries.iter().filter_map(|e| match e {
+            Entry::Dispatch { tag, .. } => Some(tag),
+            Entry::Copy { .. } => None,
+        });
+        // Wall-clock timing has one figure per entry, writes included.
+        let seconds: Vec<f64> = match timer {
+            Timer::WallClock => entries
+                .iter()
+                .zip(seconds)
+                .filter(|(e, _)| matches!(e, Entry::Dispatch { .. }))
+                .map(|(_, s)| s)
+                .collect(),
+            _ => seconds,
+        };
+        let records: Vec<Record> = tags
+            .zip(seconds)
+            .map(|(t, seconds)| Record {
+                family: t.family,
+                entry: t.entry,
+                region: t.region,
+                step: t.step,
+                seconds,
+                flops: t.flops,
+                bytes: t.bytes,
+            })
+            .collect();
+        if let Some(p) = &mut self.recorder().state.profile {
+            p.records.extend(records);
+        }
+        self.check_lost()
+    }
+
+    /// Encodes `entries`: consecutive launches share a compute pass unless
+    /// each needs its own for timestamps.
+    fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        entries: &[Entry],
+        uniforms: &wgpu::Buffer,
+        stamps: Stamps,
+    ) {
+        let device = &self.inner.device;
+        let mut launch = 0u32;
+        let mut i = 0;
+        while i < entries.len() {
+            if let Entry::Copy { src, dst, size } = &entries[i] {
+                encoder.copy_buffer_to_buffer(src, 0, dst, 0, *size);
+                i += 1;
+                continue;
+            }
+            let timestamp_writes = match stamps {
+                Stamps::PerPass(set) => Some(wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(2 * launch),
+                    end_of_pass_write_index: Some(2 * launch + 1),
+                }),
+                _ => None,
+            };
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes,
+            });
+            while let Some(Entry::Dispatch {
+                pipeline,
+                layout,
+                buffers,
+                params,
+                grid,
+                ..
+            }) = entries.get(i)
+            {
+                let mut bind: Vec<wgpu::BindGroupEntry> = buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(b, buf)| wgpu::BindGroupEntry {
+                        binding: b as u32,
+                        resource: buf.as_entire_binding(),
+                    })
+                    .collect();
+                bind.push(wgpu::BindGroupEntry {
+                    binding: buffers.len() as u32,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: uniforms,
+                        offset: params.start,
+                        size: std::num::NonZeroU64::new(params.end - params.start),
+                    }),
+                });
+                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
                     layout,
-                    buffers,
-                    params,
-                    grid,
-                }) = entries.get(i)
-                {
-                    let mut bind: Vec<wgpu::BindGroupEntry> = buffers
-                        .iter()
-                        .enumerate()
-                        .map(|(b, buf)| wgpu::BindGroupEntry {
-                            binding: b as u32,
-                            resource: buf.as_entire_binding(),
-                        })
-                        .collect();
-                    bind.push(wgpu::BindGroupEntry {
-                        binding: buffers.len() as u32,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniforms,
-                            offset: params.start,
-                            size: std::num::NonZeroU64::new(params.end - params.start),
-                        }),
-                    });
-                    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout,
-                        entries: &bind,
-                    });
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, &group, &[]);
-                    pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-                    i += 1;
+                    entries: &bind,
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                if let Stamps::InsidePass(set) = stamps {
+                    pass.write_timestamp(set, 2 * launch);
+                }
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+                if let Stamps::InsidePass(set) = stamps {
+                    pass.write_timestamp(set, 2 * launch + 1);
+                }
+                launch += 1;
+                i += 1;
+                if let Stamps::PerPass(_) = stamps {
+                    break;
                 }
             }
-            self.inner.queue.submit([encoder.finish()]);
-        })?;
-        self.check_lost()
+        }
     }
 
     /// Flushes and waits until the device is idle.
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
+        self.wait_idle()
+    }
+
+    pub(crate) fn wait_idle(&self) -> Result<()> {
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -217,28 +368,38 @@ impl Gpu {
         self.check_lost()
     }
 
-    /// Copies the first `len` bytes of `buffer` to the host.
+    /// Copies the first `len` bytes of `buffer` to the host. The copy goes
+    /// into the same submit as the recorded kernels.
     pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u8>> {
-        self.flush()?;
         let size = (len as u64).div_ceil(4) * 4;
-        let device = &self.inner.device;
         let staging = self.scoped("reading a tensor back", || {
-            let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            });
-            let mut encoder = device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
-            self.inner.queue.submit([encoder.finish()]);
-            staging
+            })
         })?;
+        self.recorder().entries.push(Entry::Copy {
+            src: buffer.clone(),
+            dst: staging.clone(),
+            size,
+        });
+        let mut bytes = self.map_read(&staging)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
+    /// Submits the recorded work, waits for it and returns the contents of
+    /// a `MAP_READ` buffer.
+    pub(crate) fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+        // Mapping must wait until the commands writing the buffer are submitted.
+        self.flush()?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.sync()?;
+        self.wait_idle()?;
         rx.recv()
             .map_err(|_| Error::DeviceLost {
                 message: "read-back never completed".into(),
@@ -254,6 +415,6 @@ impl Gpu {
                 context: "mapping a read-back buffer".into(),
                 message: e.to_string(),
             })?;
-        Ok(view[..len].to_vec())
+        Ok(view.to_vec())
     }
 }

@@ -82,7 +82,7 @@ impl Gpu {
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups((w as u32).div_ceil(8), (h as u32).div_ceil(8), 1);
             }
-            self.inner.queue.submit([encoder.finish()]);
+            self.submit(encoder.finish());
         })?;
         self.check_lost()
     }

@@ -11,7 +11,7 @@ use super::linear::linear;
 use super::rows::{gather, scatter, Indices};
 use super::{expect_dtype, groups, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Kernel, Tensor};
+use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
 
 /// Largest head dimension the shader holds in registers (`MAX_D`); wider
 /// single heads take [`attention_wide`].
@@ -329,7 +329,13 @@ pub fn attention_views_with(
         Some(b) => b.arg()?,
         None => q.tensor.arg()?,
     };
-    gpu.dispatch(
+    // Q, K, V and the output each cross memory once at least.
+    let elems = q.batch * (q.len * q.heads + 2 * k.len * k.heads) * q.head_dim + out.numel();
+    let cost = Cost::new(
+        attention_flops(q.batch, q.len, k.len, q.heads, q.head_dim),
+        4.0 * elems as f64,
+    );
+    gpu.dispatch_costed(
         &kernel,
         &[
             q.tensor.arg()?,
@@ -341,6 +347,7 @@ pub fn attention_views_with(
         &[out.arg()?],
         bytemuck::bytes_of(&params),
         groups(q.batch * q.heads * q_blocks, 1)?,
+        cost,
     )?;
     Ok(out)
 }

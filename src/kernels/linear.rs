@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use super::rows::Indices;
 use super::{dtype_code, groups, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Kernel, Tensor};
+use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -161,7 +161,16 @@ pub fn linear_into(
         };
         let inputs = [x.arg()?, weight.chunk_arg(c), b, in_idx.arg()?, out_idx.arg()?];
         let wg = groups(m.div_ceil(TILE) * tiles_n, 1)?;
-        gpu.dispatch(&kernel, &inputs, &[out.arg()?], bytemuck::bytes_of(&params), wg)?;
+        let bytes = 4 * m * k + weight.dtype().bytes(chunk_rows * k) as usize + 4 * m * chunk_rows;
+        let cost = Cost::new(linear_flops(m, chunk_rows, k), bytes as f64);
+        gpu.dispatch_costed(
+            &kernel,
+            &inputs,
+            &[out.arg()?],
+            bytemuck::bytes_of(&params),
+            wg,
+            cost,
+        )?;
         n_offset += chunk_rows;
     }
     Ok(())

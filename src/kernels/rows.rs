@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{dtype_code, groups, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Kernel, Tensor};
+use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -83,12 +83,19 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
             src_rows: u32_of(OP, src.chunk_rows(c))?,
         };
         let inputs = [src.chunk_arg(c), idx.tensor.arg()?];
-        gpu.dispatch(
+        // Each chunk's launch walks every index; picked rows move once.
+        let moved = src.dtype().bytes(idx.len() * d) + 4 * (idx.len() * d) as u64;
+        let cost = Cost::new(
+            0.0,
+            (moved + 4 * idx.len() as u64) as f64 / src.num_chunks() as f64,
+        );
+        gpu.dispatch_costed(
             &kernel,
             &inputs,
             &[out.arg()?],
             bytemuck::bytes_of(&params),
             groups(idx.len() * d, 256)?,
+            cost,
         )?;
         row_start += src.chunk_rows(c);
     }
@@ -125,11 +132,13 @@ pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<(
         src_rows: 0,
     };
     let kernel = Kernel::new("rows").entry("scatter").constant("SRC_DTYPE", 0);
-    gpu.dispatch(
+    let cost = Cost::new(0.0, (8 * idx.len() * d + 4 * idx.len()) as f64);
+    gpu.dispatch_costed(
         &kernel,
         &[src.arg()?, idx.tensor.arg()?],
         &[dst.arg()?],
         bytemuck::bytes_of(&params),
         groups(idx.len() * d, 256)?,
+        cost,
     )
 }

@@ -337,7 +337,9 @@ impl Pipeline {
         }
         check(Event::Encoding)?;
         let text = self.text.as_ref().expect("loaded above");
+        let region = self.gpu.region("text encoders");
         let encoded = text.encode(&self.gpu, req)?;
+        drop(region);
         if !self.options.keep_loaded {
             self.text = None;
             self.gpu.trim();
@@ -415,6 +417,7 @@ impl Pipeline {
         let tile = vae.tile_for(h, w, gpu.max_binding_bytes());
         check(Event::Decoding { tile })?;
         let f = vae.config.scale_factor();
+        let _region = gpu.region("vae decoder");
         for one in gpu.read_f32(latents)?.chunks(c * h * w) {
             let z = gpu.upload_f32(one, &[1, c, h, w])?;
             let image = match tile {

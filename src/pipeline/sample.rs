@@ -208,6 +208,10 @@ impl Denoiser {
         }
         let (b, n, rows) = (self.batch, self.n, self.rows);
         let kind = self.schedule.kind(i);
+        let _step = gpu.step_scope(match kind {
+            StepKind::Dense { .. } => "dense step",
+            StepKind::Ras => "RAS step",
+        });
         let x_in = match self.combine.guidance {
             Some(_) => concat_batch(gpu, &self.x, &self.x)?,
             None => self.x.clone(),
@@ -258,9 +262,12 @@ impl Denoiser {
             }),
             _ => None,
         };
+        let region = gpu.region("sampler");
         let (x_next, v_hat) = euler_step(gpu, &self.x, &v, self.combine, self.scheduler.dsigma(i), merge)?;
         self.x = x_next;
+        drop(region);
         if self.schedule.selects_after(i) {
+            let _region = gpu.region("RAS selection");
             // Ranking Δσ·v̂ equals ranking v̂: std and L2 scale by |Δσ|.
             let scores = gpu.read_f32(&region_metric(gpu, &v_hat, self.patch, self.ras.metric)?)?;
             let sel = self.planner.select(i + 1, &scores)?;
@@ -270,6 +277,8 @@ impl Denoiser {
             // Give the cache's memory back to the device, not just the pool.
             gpu.trim();
         }
+        // One submit per step, so a host drawing a frame per step sees it run.
+        gpu.flush()?;
         self.step += 1;
         Ok(StepInfo {
             step: i,

@@ -14,6 +14,7 @@ mod metric;
 mod modulate;
 mod norm;
 mod patch;
+mod profiler;
 mod rope;
 mod rows;
 mod runtime;

@@ -133,6 +133,7 @@ impl LuminaTransformer {
         self.check_cache(call.cache, &tokens)?;
 
         // 1. patch embedding (channel-major patches), then the computed tokens
+        let region = gpu.region("embed");
         let x = self
             .patch_embedder
             .forward(gpu, &patchify(gpu, call.latents, p)?)?; // [B, N, D]
@@ -163,11 +164,15 @@ impl LuminaTransformer {
             self_scale: self.self_attention_scale(n)?,
             tokens: &tokens,
         };
+        drop(region);
+        let region = gpu.region("layer");
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(gpu, &x, &step, call.cache.map(|c| &c.layers[i]))?;
         }
 
         // 5. LayerNorm (no affine) × (1 + scale), projection, unpatchify
+        drop(region);
+        let _region = gpu.region("final layer");
         let scale = self.norm_out_scale.forward(gpu, &cond)?; // [B, D]
         let x = scale_only(
             gpu,

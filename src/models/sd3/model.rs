@@ -128,6 +128,7 @@ impl Sd3Transformer {
         let (p, d) = (cfg.patch_size, cfg.inner_dim());
 
         // 1. patch embedding + cropped position table, then the computed tokens
+        let region = gpu.region("embed");
         let x_all = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
         let mut x = match &plan.gather {
             Some(rows) => gather(gpu, &x_all.reshape(&[b * n, d])?, rows)?.reshape(&[b, plan.n_q, d])?,
@@ -142,6 +143,8 @@ impl Sd3Transformer {
         let mut c = self.context_embedder.forward(gpu, inputs.encoder_hidden_states)?; // [B, L, D]
         let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
                                                                           // 4. joint blocks
+        drop(region);
+        let region = gpu.region("joint block");
         for (i, block) in self.blocks.iter().enumerate() {
             let keys = Keys {
                 cache: cache.map(|c| &c.layers[i]),
@@ -154,6 +157,8 @@ impl Sd3Transformer {
             }
         }
         // 5. AdaLayerNormContinuous (scale first, then shift), projection, unpatchify
+        drop(region);
+        let _region = gpu.region("final layer");
         let emb = self.norm_out.forward(gpu, &cond)?; // [B, 2D]
         let (scale, shift) = (Chunk { index: 0, count: 2 }, Chunk { index: 1, count: 2 });
         let x = modulate(gpu, &layer_norm(gpu, &x, None, None, LN_EPS)?, &emb, shift, scale)?;
