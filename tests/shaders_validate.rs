@@ -44,8 +44,29 @@ fn every_shader_parses_and_validates() {
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::all(),
         );
-        if let Err(e) = validator.validate(&module) {
-            failures.push(e.emit_to_string_with_path(source, path));
+        let info = match validator.validate(&module) {
+            Ok(info) => info,
+            Err(e) => {
+                failures.push(e.emit_to_string_with_path(source, path));
+                continue;
+            }
+        };
+        // Translating to SPIR-V (what Vulkan runs) catches what validation
+        // does not, e.g. in the cooperative-matrix kernels no CI adapter runs.
+        // Override constants take their defaults, as a pipeline without
+        // constants would.
+        let defaults = naga::back::PipelineConstants::default();
+        let (module, info) =
+            match naga::back::pipeline_constants::process_overrides(&module, &info, None, &defaults) {
+                Ok(m) => m,
+                Err(e) => {
+                    failures.push(format!("{path}: override constants: {e}"));
+                    continue;
+                }
+            };
+        let options = naga::back::spv::Options::default();
+        if let Err(e) = naga::back::spv::write_vec(&module, &info, &options, None) {
+            failures.push(format!("{path}: SPIR-V translation failed: {e}"));
         }
     }
     assert!(failures.is_empty(), "shader errors:\n{}", failures.join("\n"));

@@ -51,6 +51,8 @@ pub(crate) struct GpuInner {
     pub lost: Arc<Mutex<Option<String>>>,
     /// An error raised outside any error scope, reported once.
     pub uncaptured: Arc<Mutex<Option<String>>>,
+    /// Kernel variants, chosen on first use (see `kernels::variant`).
+    pub variants: Mutex<Option<Arc<super::variant::Variants>>>,
 }
 
 impl Gpu {
@@ -65,10 +67,31 @@ impl Gpu {
             | wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        // Cooperative matrices only where the 16×16×16 f16 → f32 shape the
+        // coopmat kernels use exists.
+        let coop = adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && adapter.cooperative_matrix_properties().iter().any(|p| {
+                (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+            });
+        let wanted = match coop {
+            true => wanted | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            false => wanted,
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("ras"),
             required_features: adapter.features() & wanted,
             required_limits: adapter.limits(),
+            // SAFETY: the only experimental feature asked for is cooperative
+            // matrices, used by kernels that run only after passing a
+            // self-test against the portable kernels on this device.
+            experimental_features: match coop {
+                true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                false => wgpu::ExperimentalFeatures::disabled(),
+            },
             ..Default::default()
         };
         let (device, queue) =
@@ -133,6 +156,7 @@ impl Gpu {
                 caps,
                 lost,
                 uncaptured,
+                variants: Mutex::new(None),
             }),
         }
     }

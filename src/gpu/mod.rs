@@ -9,6 +9,7 @@ mod recorder;
 mod shaders;
 mod tensor;
 mod texture;
+mod variant;
 
 pub use adapter::{list_adapters, AdapterSummary};
 pub use context::{Capabilities, Gpu, GpuOptions};
@@ -17,6 +18,7 @@ pub use pool::MemoryStats;
 pub use profiler::{Cost, Counters, Profile, Record, ScopeGuard, StepCount, Timer};
 pub use shaders::{all_sources, TEMPLATES};
 pub use tensor::{Arg, DType, Tensor};
+pub use variant::{Choice, Variant, Variants};
 
 impl Gpu {
     pub fn memory(&self) -> MemoryStats {

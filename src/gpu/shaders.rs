@@ -17,6 +17,8 @@ shader_table![
     "conv2d",
     "elementwise",
     "linear",
+    "linear_coopmat",
+    "linear_tiled",
     "metric",
     "modulate",
     "norm",

@@ -1,13 +1,16 @@
-//! Linear layer (`shaders/linear.wgsl`): `y = x·Wᵀ + b` with PyTorch's
-//! `[out_features, in_features]` weights in f32, f16 or bf16, optionally
-//! reading and writing rows through index lists.
+//! Linear layer: `y = x·Wᵀ + b` with PyTorch's `[out_features,
+//! in_features]` weights in f32, f16 or bf16, optionally reading and
+//! writing rows through index lists. Three shaders implement the same
+//! contract (`shaders/linear.wgsl` portable, `linear_tiled.wgsl`,
+//! `linear_coopmat.wgsl`); [`variant`](super::variant) picks one per device.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::rows::Indices;
+use super::variant::{missing_features, variants};
 use super::{dtype_code, groups, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
+use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor, Variant};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -23,9 +26,42 @@ struct LinearParams {
     has_out_idx: u32,
 }
 
-/// Output tile edge of one workgroup (8×8 invocations × 4×4 outputs).
-const TILE: usize = 32;
 const OP: &str = "linear";
+
+/// The shader of `variant` for these weights, and its output tile edge.
+fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize) -> Result<(Kernel, usize)> {
+    // The wide-load paths need every row to start on a 4-element boundary.
+    let aligned = k.is_multiple_of(4) as u32;
+    Ok(match variant {
+        // 8×8 invocations × 4×4 outputs.
+        Variant::Portable => (
+            Kernel::new("linear")
+                .constant("W_DTYPE", w_dtype)
+                .constant("ALIGNED", aligned),
+            32,
+        ),
+        Variant::Tiled => (
+            Kernel::new("linear_tiled")
+                .constant("W_DTYPE", w_dtype)
+                .constant("ALIGNED", aligned),
+            64,
+        ),
+        Variant::Coopmat => {
+            if let Some(missing) = missing_features(gpu, Variant::Coopmat) {
+                return Err(Error::Invalid(format!(
+                    "the coopmat linear kernel needs {missing}, which this device lacks"
+                )));
+            }
+            let sg = gpu.fixed_subgroup_size().unwrap_or(32);
+            (
+                Kernel::new("linear_coopmat")
+                    .constant("W_DTYPE", w_dtype)
+                    .constant("WG", 4 * sg),
+                64,
+            )
+        }
+    })
+}
 
 /// Row routing for [`linear_into`]: logical row `m` reads input row
 /// `input[m]` and writes output row `output[m]` (identity when `None`).
@@ -109,6 +145,21 @@ pub fn linear_into(
     out: &Tensor,
     rows: Rows,
 ) -> Result<()> {
+    let variant = variants(gpu)?.linear.variant;
+    linear_into_variant(gpu, x, weight, bias, out, rows, variant)
+}
+
+/// [`linear_into`] with a chosen implementation (tests and the self-test
+/// run each).
+pub fn linear_into_variant(
+    gpu: &Gpu,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    rows: Rows,
+    variant: Variant,
+) -> Result<()> {
     let code = dtype_code(OP, weight)?;
     let (n, k) = check(x, weight, bias, out)?;
     let m = rows.input.map_or(x.rows(), Indices::len);
@@ -134,16 +185,13 @@ pub fn linear_into(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // The wide-load path needs every row to start on a 4-element boundary.
-    let kernel = Kernel::new(OP)
-        .constant("W_DTYPE", code)
-        .constant("ALIGNED", (k % 4 == 0) as u32);
+    let (kernel, tile) = kernel(gpu, variant, code, k)?;
     let in_idx = rows.input.map_or(x, Indices::tensor);
     let out_idx = rows.output.map_or(x, Indices::tensor);
     let mut n_offset = 0;
     for c in 0..weight.num_chunks() {
         let chunk_rows = weight.chunk_rows(c);
-        let tiles_n = chunk_rows.div_ceil(TILE);
+        let tiles_n = chunk_rows.div_ceil(tile);
         let params = LinearParams {
             m: u32_of(OP, m)?,
             n: u32_of(OP, chunk_rows)?,
@@ -160,7 +208,7 @@ pub fn linear_into(
             None => weight.chunk_arg(c),
         };
         let inputs = [x.arg()?, weight.chunk_arg(c), b, in_idx.arg()?, out_idx.arg()?];
-        let wg = groups(m.div_ceil(TILE) * tiles_n, 1)?;
+        let wg = groups(m.div_ceil(tile) * tiles_n, 1)?;
         let bytes = 4 * m * k + weight.dtype().bytes(chunk_rows * k) as usize + 4 * m * chunk_rows;
         let cost = Cost::new(linear_flops(m, chunk_rows, k), bytes as f64);
         gpu.dispatch_costed(

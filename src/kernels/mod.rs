@@ -14,6 +14,7 @@ pub mod rope;
 pub mod rows;
 pub mod sampler;
 pub mod upsample;
+pub mod variant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

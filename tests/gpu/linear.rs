@@ -1,6 +1,8 @@
 use half::{bf16, f16};
+use ras::gpu::Variant;
 use ras::gpu::{DType, Gpu, GpuOptions, Tensor};
-use ras::kernels::linear::linear;
+use ras::kernels::linear::{linear, linear_into, linear_into_variant, Rows};
+use ras::kernels::variant::{choose, runnable, self_test};
 use ras::reference;
 
 use crate::common::{check, gpu, randn, rng};
@@ -36,6 +38,12 @@ fn weight(gpu: &Gpu, w: &[f32], shape: &[usize], dtype: DType) -> Tensor {
 /// stored (1e-5); with K large enough for rounding errors to average out,
 /// 16-bit weights must also stay within 1e-2 of the unrounded f32 result.
 fn run(gpu: &Gpu, lead: &[usize], n: usize, k: usize) {
+    for variant in runnable(gpu) {
+        run_variant(gpu, lead, n, k, variant);
+    }
+}
+
+fn run_variant(gpu: &Gpu, lead: &[usize], n: usize, k: usize, variant: Variant) {
     let (mut rng, seed) = rng();
     let m: usize = lead.iter().product();
     let x = randn(&mut rng, m * k);
@@ -47,14 +55,21 @@ fn run(gpu: &Gpu, lead: &[usize], n: usize, k: usize) {
         let wt = weight(gpu, &w, &[n, k], dtype);
         let bt = weight(gpu, &b, &[n], dtype);
         let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+        // Cooperative matrices multiply f16-rounded inputs.
+        let exact_tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
         for bias in [None, Some(&bt)] {
-            let out = linear(gpu, &xt, &wt, bias).unwrap();
-            assert_eq!(out.shape(), [lead, &[n]].concat());
+            let out = gpu.empty(&[m, n], DType::F32).unwrap();
+            linear_into_variant(gpu, &xt, &wt, bias, &out, Rows::default(), variant).unwrap();
             let got = gpu.read_f32(&out).unwrap();
-            let what = format!("linear {m}x{n}x{k} {} bias={}", dtype.name(), bias.is_some());
+            let what = format!(
+                "linear {} {m}x{n}x{k} {} bias={}",
+                variant.name(),
+                dtype.name(),
+                bias.is_some()
+            );
             let (wr, br) = (encode(&w, dtype).1, encode(&b, dtype).1);
             let exact = reference::linear::linear(&x, &wr, bias.map(|_| &br[..]), m, n, k);
-            check(&format!("{what} (stored weights)"), &got, &exact, 1e-5, seed);
+            check(&format!("{what} (stored weights)"), &got, &exact, exact_tol, seed);
             if k >= 16 {
                 let want = reference::linear::linear(&x, &w, bias.map(|_| &b[..]), m, n, k);
                 check(&what, &got, &want, tol, seed);
@@ -69,6 +84,38 @@ fn linear_odd_sizes_all_dtypes() {
     run(&gpu, &[67], 131, 45);
     run(&gpu, &[2, 33], 7, 64);
     run(&gpu, &[1], 1, 3);
+    // Several k steps of the tiled kernels (16 and 32 wide), K off both.
+    run(&gpu, &[130], 70, 100);
+}
+
+#[test]
+fn every_runnable_variant_passes_its_self_test() {
+    let gpu = gpu();
+    let variants = runnable(&gpu);
+    // CI's lavapipe must exercise the tiled kernel at least.
+    assert!(variants.contains(&Variant::Tiled), "{variants:?}");
+    for v in variants {
+        assert_eq!(self_test(&gpu, v).unwrap(), Ok(()), "{}", v.name());
+    }
+}
+
+#[test]
+fn variant_choice_and_forcing() {
+    let gpu = gpu();
+    let tiled = choose(&gpu, Some("tiled")).unwrap();
+    assert_eq!(tiled.linear.variant, Variant::Tiled);
+    assert!(tiled.linear.reason.contains("RAS_KERNELS"));
+    let err = choose(&gpu, Some("fastest")).unwrap_err().to_string();
+    assert!(err.contains("use portable, tiled or coopmat"), "{err}");
+    if !runnable(&gpu).contains(&Variant::Coopmat) {
+        let err = choose(&gpu, Some("coopmat")).unwrap_err().to_string();
+        assert!(err.contains("lacks cooperative matrices"), "{err}");
+    }
+    if gpu.is_software() {
+        let auto = choose(&gpu, None).unwrap();
+        assert_eq!(auto.linear.variant, Variant::Portable);
+        assert!(auto.linear.reason.contains("software adapter"));
+    }
 }
 
 #[test]
@@ -143,7 +190,6 @@ fn tensor_larger_than_device_is_an_error() {
 
 #[test]
 fn linear_with_row_indices_gathers_and_scatters() {
-    use ras::kernels::linear::{linear_into, Rows};
     use ras::kernels::rows::Indices;
     let gpu = gpu();
     let (mut rng, seed) = rng();
@@ -162,31 +208,35 @@ fn linear_with_row_indices_gathers_and_scatters() {
         Indices::upload(&gpu, &src).unwrap(),
         Indices::upload(&gpu, &dst).unwrap(),
     );
-    linear_into(
-        &gpu,
-        &xt,
-        &wt,
-        Some(&bt),
-        &out,
-        Rows {
-            input: Some(&si),
-            output: Some(&di),
-        },
-    )
-    .unwrap();
-    let full = reference::linear::linear(&x, &w, Some(&b), rows, n, k);
-    let mut want = before.clone();
-    for (&s, &d) in src.iter().zip(&dst) {
-        want[d as usize * n..(d as usize + 1) * n]
-            .copy_from_slice(&full[s as usize * n..(s as usize + 1) * n]);
+    for variant in runnable(&gpu) {
+        linear_into_variant(
+            &gpu,
+            &xt,
+            &wt,
+            Some(&bt),
+            &out,
+            Rows {
+                input: Some(&si),
+                output: Some(&di),
+            },
+            variant,
+        )
+        .unwrap();
+        let full = reference::linear::linear(&x, &w, Some(&b), rows, n, k);
+        let mut want = before.clone();
+        for (&s, &d) in src.iter().zip(&dst) {
+            want[d as usize * n..(d as usize + 1) * n]
+                .copy_from_slice(&full[s as usize * n..(s as usize + 1) * n]);
+        }
+        let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
+        check(
+            &format!("linear {} with row indices", variant.name()),
+            &gpu.read_f32(&out).unwrap(),
+            &want,
+            tol,
+            seed,
+        );
     }
-    check(
-        "linear with row indices",
-        &gpu.read_f32(&out).unwrap(),
-        &want,
-        1e-5,
-        seed,
-    );
     let bad = Indices::upload(&gpu, &[0, 1, 2, 3, 41]).unwrap();
     let err = linear_into(
         &gpu,

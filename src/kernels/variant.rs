@@ -1,0 +1,257 @@
+//! Picks each kernel family's implementation for a device, safely: a
+//! variant runs only where the device has the features it needs **and** it
+//! matched the portable kernel in a short self-test on this device (the
+//! verdict is cached per adapter, driver and `ras` version, so later runs
+//! skip the test). Software adapters keep the portable kernels, which are
+//! tuned for them. `RAS_KERNELS=portable|tiled|coopmat` forces a variant
+//! (an error where the device lacks its features).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::linear::{linear_into_variant, Rows};
+use super::rows::Indices;
+use crate::error::{Error, Result};
+use crate::gpu::{Choice, DType, Gpu, Variant, Variants};
+
+/// The environment variable that forces a variant.
+pub const ENV: &str = "RAS_KERNELS";
+
+/// What `variant` needs that this device lacks, if anything.
+pub fn missing_features(gpu: &Gpu, variant: Variant) -> Option<String> {
+    let caps = gpu.capabilities();
+    let mut missing = Vec::new();
+    if variant == Variant::Coopmat {
+        if !caps.cooperative_matrix {
+            missing.push("cooperative matrices (16×16×16 f16 → f32)");
+        }
+        if !caps.shader_f16 {
+            missing.push("shader-f16");
+        }
+        if gpu.fixed_subgroup_size().is_none() {
+            missing.push("a fixed subgroup size");
+        }
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// The variants this device can run (the portable one always).
+pub fn runnable(gpu: &Gpu) -> Vec<Variant> {
+    Variant::ALL
+        .into_iter()
+        .filter(|v| missing_features(gpu, *v).is_none())
+        .collect()
+}
+
+/// The device's chosen variants, choosing (and self-testing) on first use.
+pub fn variants(gpu: &Gpu) -> Result<Arc<Variants>> {
+    if let Some(v) = gpu.chosen_variants() {
+        return Ok(v);
+    }
+    let forced = std::env::var(ENV).ok();
+    Ok(gpu.set_variants(choose(gpu, forced.as_deref())?))
+}
+
+/// The choice for this device with `forced` as the value of `RAS_KERNELS`
+/// (not recorded on the device; [`variants`] does that).
+pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Variants> {
+    Ok(Variants {
+        linear: choose_linear(gpu, forced)?,
+        attention: Choice {
+            variant: Variant::Portable,
+            reason: "the only attention kernel so far".into(),
+            warning: None,
+        },
+    })
+}
+
+fn choose_linear(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
+    if let Some(forced) = forced {
+        let variant = Variant::parse(&forced).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{ENV}={forced} is not a kernel variant; use portable, tiled or coopmat"
+            ))
+        })?;
+        if let Some(missing) = missing_features(gpu, variant) {
+            return Err(Error::Invalid(format!(
+                "{ENV}={forced}: this adapter ({}) lacks {missing}; use portable or tiled",
+                gpu.adapter_name()
+            )));
+        }
+        return Ok(Choice {
+            variant,
+            reason: format!("forced by {ENV}"),
+            warning: None,
+        });
+    }
+    if gpu.is_software() {
+        return Ok(Choice {
+            variant: Variant::Portable,
+            reason: "software adapter: register tiles without barriers run fastest on CPU-backed Vulkan"
+                .into(),
+            warning: None,
+        });
+    }
+    let mut notes = Vec::new();
+    let mut warnings = Vec::new();
+    for candidate in [Variant::Coopmat, Variant::Tiled] {
+        if let Some(missing) = missing_features(gpu, candidate) {
+            notes.push(format!("{} needs {missing}", candidate.name()));
+            continue;
+        }
+        let (verdict, cached) = verdict(gpu, candidate)?;
+        let how = if cached { "cached self-test" } else { "self-test" };
+        match verdict {
+            Ok(()) => {
+                notes.insert(0, format!("passed its {how} against the portable kernel"));
+                return Ok(Choice {
+                    variant: candidate,
+                    reason: notes.join("; "),
+                    warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+                });
+            }
+            Err(why) => {
+                let line = format!("{} failed its {how} ({why})", candidate.name());
+                warnings.push(line.clone());
+                notes.push(line);
+            }
+        }
+    }
+    Ok(Choice {
+        variant: Variant::Portable,
+        reason: notes.join("; "),
+        warning: (!warnings.is_empty())
+            .then(|| format!("{}; using the portable kernel", warnings.join("; "))),
+    })
+}
+
+/// Where verdicts are kept: `RAS_CACHE_DIR`, else `$XDG_CACHE_HOME/ras`,
+/// else `~/.cache/ras`.
+fn cache_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("RAS_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("ras")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ras")))?;
+    Some(dir.join("kernel-verdicts.tsv"))
+}
+
+/// The self-test verdict of `variant` on this device: from the cache, or
+/// run now and cached. `(verdict, from the cache)`.
+fn verdict(gpu: &Gpu, variant: Variant) -> Result<(std::result::Result<(), String>, bool)> {
+    let key = format!(
+        "{}\t{}\t{}",
+        gpu.driver_key(),
+        env!("CARGO_PKG_VERSION"),
+        variant.name()
+    );
+    let file = cache_file();
+    if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+        // The last line for a key wins.
+        if let Some(line) = text.lines().rev().find(|l| l.starts_with(&format!("{key}\t"))) {
+            let rest = &line[key.len() + 1..];
+            let verdict = match rest.strip_prefix("fail ") {
+                Some(why) => Err(why.to_string()),
+                None => Ok(()),
+            };
+            return Ok((verdict, true));
+        }
+    }
+    let verdict = self_test(gpu, variant)?;
+    if let Some(f) = file {
+        // A read-only or missing cache only costs the self-test next time.
+        let line = match &verdict {
+            Ok(()) => format!("{key}\tpass\n"),
+            Err(why) => format!("{key}\tfail {}\n", why.replace(['\n', '\t'], " ")),
+        };
+        let _ = f.parent().map(std::fs::create_dir_all);
+        if let Ok(mut out) = std::fs::OpenOptions::new().create(true).append(true).open(&f) {
+            let _ = out.write_all(line.as_bytes());
+        }
+    }
+    Ok((verdict, false))
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Relative error `‖a − b‖ / ‖b‖`, infinite if `a` has a non-finite value.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// Runs `variant` and the portable linear kernel on the same inputs (sizes
+/// off the tile grid, each weight dtype, bias, gathered and scattered rows)
+/// and compares. Kernel failures (a driver rejecting the shader) are a
+/// failed verdict, not an error; a lost device is an error.
+pub fn self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), String>> {
+    // f16 products round each input to 11 bits.
+    let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
+    let cases = [
+        (70, 75, 48, DType::F16),
+        (33, 130, 37, DType::F32),
+        (65, 66, 68, DType::BF16),
+    ];
+    for (i, &(m, n, k, dtype)) in cases.iter().enumerate() {
+        let run = |v: Variant| -> Result<Vec<f32>> {
+            let x = gpu.upload_f32(&values(m * k, 3 * i as u32 + 1), &[m, k])?;
+            let w = weights(gpu, &values(n * k, 3 * i as u32 + 2), &[n, k], dtype)?;
+            let b = weights(gpu, &values(n, 3 * i as u32 + 3), &[n], dtype)?;
+            // Reversed input rows into every other output row.
+            let src: Vec<u32> = (0..m as u32).rev().collect();
+            let dst: Vec<u32> = (0..m as u32).map(|r| 2 * r).collect();
+            let (si, di) = (Indices::upload(gpu, &src)?, Indices::upload(gpu, &dst)?);
+            let out = gpu.upload_f32(&vec![0.0; 2 * m * n], &[2 * m, n])?;
+            let rows = Rows {
+                input: Some(&si),
+                output: Some(&di),
+            };
+            linear_into_variant(gpu, &x, &w, Some(&b), &out, rows, v)?;
+            gpu.read_f32(&out)
+        };
+        let want = run(Variant::Portable)?;
+        let got = match run(variant) {
+            Ok(got) => got,
+            Err(e @ Error::DeviceLost { .. }) => return Err(e),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let err = rel_err(&got, &want);
+        if err.is_nan() || err > tol {
+            return Ok(Err(format!(
+                "linear {m}x{n}x{k} {}: relative error {err:.2e} > {tol:.0e}",
+                dtype.name()
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn weights(gpu: &Gpu, v: &[f32], shape: &[usize], dtype: DType) -> Result<crate::gpu::Tensor> {
+    let bytes: Vec<u8> = match dtype {
+        DType::F16 => v
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+        DType::BF16 => v
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect(),
+        _ => bytemuck::cast_slice(v).to_vec(),
+    };
+    gpu.upload_weight(&bytes, shape, dtype)
+}
