@@ -95,6 +95,13 @@ pub enum BenchWhat {
 
 pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
     println!("adapter: {} ({})", gpu.adapter_name(), gpu.backend());
+    let variants = ras::kernels::variant::variants(gpu)?;
+    println!(
+        "kernels: linear {} ({}), attention {}",
+        variants.linear.variant.name(),
+        variants.linear.reason,
+        variants.attention.variant.name()
+    );
     match what {
         BenchWhat::Kernels { reps, tokens } => {
             let shapes = [(1024, 1024, 1024), (tokens, 1536, 1536), (tokens, 6144, 1536)];

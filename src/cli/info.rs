@@ -31,6 +31,19 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     }
     let gpu = super::open(filter)?;
     println!("\nselected: {} ({})", gpu.adapter_name(), gpu.backend());
+    let runnable: Vec<&str> = ras::kernels::variant::runnable(&gpu)
+        .iter()
+        .map(|v| v.name())
+        .collect();
+    println!(
+        "kernel variants (runnable here: {}; {}=portable|tiled|coopmat forces one):",
+        runnable.join(", "),
+        ras::kernels::variant::ENV
+    );
+    let variants = ras::kernels::variant::variants(&gpu)?;
+    for (family, choice) in [("linear", &variants.linear), ("attention", &variants.attention)] {
+        println!("  {family:<10} {:<9} {}", choice.variant.name(), choice.reason);
+    }
     Ok(())
 }
 
