@@ -22,3 +22,10 @@ fn decode(dtype: u32, word: u32, i: u32) -> f32 {
     }
     return bitcast<f32>(bits << 16u);
 }
+
+// GELU, tanh approximation (elementwise and the linear kernels' epilogue).
+fn gelu_tanh(x: f32) -> f32 {
+    // Clamped so tanh never sees an argument that overflows exp.
+    let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
+    return 0.5 * x * (1.0 + tanh(u));
+}

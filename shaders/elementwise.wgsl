@@ -42,11 +42,7 @@ fn apply(x: f32, y: f32) -> f32 {
         case 0u: { return x + y; }
         case 1u: { return x * y; }
         case 2u: { return x * p.alpha + p.beta; }
-        case 3u: {
-            // Clamped so tanh never sees an argument that overflows exp.
-            let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
-            return 0.5 * x * (1.0 + tanh(u));
-        }
+        case 3u: { return gelu_tanh(x); }
         case 4u: { return 0.5 * x * erfc(-x * 0.7071067811865476); }
         case 5u: { return x / (1.0 + exp(-x)); }
         default: { return x / (1.0 + exp(-1.702 * x)); }

@@ -19,50 +19,24 @@
 // row out_idx[m]. This gathers active tokens and writes K/V rows straight
 // into a cache or a concatenated buffer without separate copy passes.
 //
-// Bindings: 0 x [*, K] f32, 1 w [N, K] in W_DTYPE (0 f32, 1 f16, 2 bf16),
-//           2 bias [N_total] same dtype (ignored unless has_bias), 3 in_idx [M] u32,
-//           4 out_idx [M] u32 (each ignored unless flagged), 5 out [*, N_total] f32,
-//           6 params. Dispatch: tiles_m * tiles_n workgroups, tiles = ceil(dim / 32).
+// Bias, row indices, epilogues and bindings 1-8: shaders/linear_common.wgsl.
+// Binding 0: x [*, K] f32. Dispatch: tiles_m * tiles_n workgroups,
+// tiles = ceil(dim / 32).
 
-override W_DTYPE: u32 = 0u;
 override ALIGNED: bool = false;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    n_total: u32,
-    n_offset: u32,
-    has_bias: u32,
-    tiles_n: u32,
-    has_in_idx: u32,
-    has_out_idx: u32,
-}
-
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<vec2<u32>>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read> in_idx: array<u32>;
-@group(0) @binding(4) var<storage, read> out_idx: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
+// The weights as pairs of words for 8-byte loads (linear_common declares
+// binding 1 as single words; this kernel never touches that view).
+@group(0) @binding(1) var<storage, read> w_pairs: array<vec2<u32>>;
 
-fn x_row(m: u32) -> u32 {
-    let r = min(m, p.m - 1u);
-    return select(r, in_idx[r], p.has_in_idx != 0u);
-}
-
-fn out_row(m: u32) -> u32 {
-    return select(m, out_idx[m], p.has_out_idx != 0u);
+fn w_pair_at(i: u32) -> f32 {
+    let word = word_index(W_DTYPE, i);
+    return decode(W_DTYPE, w_pairs[word >> 1u][word & 1u], i);
 }
 
 fn x_at(i: u32) -> f32 {
     return x[i >> 2u][i & 3u];
-}
-
-fn w_at(i: u32) -> f32 {
-    let word = word_index(W_DTYPE, i);
-    return decode(W_DTYPE, w[word >> 1u][word & 1u], i);
 }
 
 fn x4(i: u32) -> vec4<f32> {
@@ -74,12 +48,12 @@ fn x4(i: u32) -> vec4<f32> {
 
 fn w4(i: u32) -> vec4<f32> {
     if !ALIGNED {
-        return vec4(w_at(i), w_at(i + 1u), w_at(i + 2u), w_at(i + 3u));
+        return vec4(w_pair_at(i), w_pair_at(i + 1u), w_pair_at(i + 2u), w_pair_at(i + 3u));
     }
     if W_DTYPE == 0u {
-        return bitcast<vec4<f32>>(vec4(w[i >> 1u], w[(i >> 1u) + 1u]));
+        return bitcast<vec4<f32>>(vec4(w_pairs[i >> 1u], w_pairs[(i >> 1u) + 1u]));
     }
-    let q = w[i >> 2u];
+    let q = w_pairs[i >> 2u];
     if W_DTYPE == 1u {
         return vec4(unpack2x16float(q.x), unpack2x16float(q.y));
     }
@@ -125,27 +99,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         c3 += vec4(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
     for (var k = k4; k < p.k; k++) {
-        let b = vec4(w_at(w0 + k), w_at(w1 + k), w_at(w2 + k), w_at(w3 + k));
+        let b = vec4(w_pair_at(w0 + k), w_pair_at(w1 + k), w_pair_at(w2 + k), w_pair_at(w3 + k));
         c0 = fma(vec4(x_at(x0 + k)), b, c0);
         c1 = fma(vec4(x_at(x1 + k)), b, c1);
         c2 = fma(vec4(x_at(x2 + k)), b, c2);
         c3 = fma(vec4(x_at(x3 + k)), b, c3);
     }
-    var bv = vec4(0.0);
-    if p.has_bias != 0u {
-        for (var j = 0u; j < 4u; j++) {
-            let bi = p.n_offset + min(n0 + j, p.n - 1u);
-            bv[j] = decode(W_DTYPE, bias[word_index(W_DTYPE, bi)], bi);
-        }
-    }
-    let c = array(c0 + bv, c1 + bv, c2 + bv, c3 + bv);
+    let c = array(c0, c1, c2, c3);
     for (var i = 0u; i < 4u; i++) {
-        if m0 + i < p.m {
-            let o = out_row(m0 + i) * p.n_total + p.n_offset + n0;
-            for (var j = 0u; j < 4u; j++) {
-                if n0 + j < p.n {
-                    out[o + j] = c[i][j];
-                }
+        for (var j = 0u; j < 4u; j++) {
+            if m0 + i < p.m && n0 + j < p.n {
+                store(m0 + i, n0 + j, c[i][j]);
             }
         }
     }

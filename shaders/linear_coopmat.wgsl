@@ -20,31 +20,13 @@ enable wgpu_cooperative_matrix;
 // WG must be four times the subgroup size (the host sets it from the
 // adapter's fixed subgroup size), so the workgroup is exactly four subgroups.
 //
-// Bindings: as linear.wgsl. Dispatch: tiles_m * tiles_n workgroups,
-//           tiles = ceil(dim / 64).
+// Bias, row indices, epilogues and bindings 1-8: shaders/linear_common.wgsl.
+// Binding 0: x [*, K] f32. Dispatch: tiles_m * tiles_n workgroups,
+// tiles = ceil(dim / 64).
 
-override W_DTYPE: u32 = 0u;
 override WG: u32 = 128u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    n_total: u32,
-    n_offset: u32,
-    has_bias: u32,
-    tiles_n: u32,
-    has_in_idx: u32,
-    has_out_idx: u32,
-}
-
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read> in_idx: array<u32>;
-@group(0) @binding(4) var<storage, read> out_idx: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
 
 const BM: u32 = 64u;
 const BK: u32 = 32u;
@@ -52,19 +34,6 @@ const BK: u32 = 32u;
 var<workgroup> sa: array<f16, 2048>; // [m][k], BM × BK
 var<workgroup> sb: array<f16, 2048>; // [n][k], BM × BK
 var<workgroup> sc: array<f32, 4096>; // [m][n], BM × BM
-
-fn x_row(m: u32) -> u32 {
-    let r = min(m, p.m - 1u);
-    return select(r, in_idx[r], p.has_in_idx != 0u);
-}
-
-fn out_row(m: u32) -> u32 {
-    return select(m, out_idx[m], p.has_out_idx != 0u);
-}
-
-fn w_at(i: u32) -> f32 {
-    return decode(W_DTYPE, w[word_index(W_DTYPE, i)], i);
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -110,12 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let m = bm + e / BM;
         let n = bn + e % BM;
         if m < p.m && n < p.n {
-            var v = sc[e];
-            if p.has_bias != 0u {
-                let bi = p.n_offset + n;
-                v += decode(W_DTYPE, bias[word_index(W_DTYPE, bi)], bi);
-            }
-            out[out_row(m) * p.n_total + p.n_offset + n] = v;
+            store(m, n, sc[e]);
         }
     }
 }

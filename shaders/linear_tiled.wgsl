@@ -1,6 +1,6 @@
 // Linear layer, workgroup-memory tiled variant for hardware GPUs. Same
 // contract as linear.wgsl (bindings, params, row indices, weight chunks,
-// results to f32 rounding): out[m, n_offset + n] = sum_k x[m, k] * w[n, k] + bias.
+// epilogues, results to f32 rounding).
 //
 // Why a second kernel: linear.wgsl keeps every operand in registers and
 // never synchronises, which is what a CPU-backed adapter (lavapipe) runs
@@ -11,32 +11,13 @@
 // 4×4 block of the 64×64 output tile from it. The staging is stored
 // k-major as vec4 columns so the inner loop reads two vec4s per 16 FMAs.
 //
-// Bindings: 0 x [*, K] f32 (as vec4), 1 w [N, K] in W_DTYPE words, 2 bias,
-//           3 in_idx, 4 out_idx, 5 out, 6 params, as in linear.wgsl.
-//           Dispatch: tiles_m * tiles_n workgroups, tiles = ceil(dim / 64).
+// Bias, row indices, epilogues and bindings 1-8: shaders/linear_common.wgsl.
+// Binding 0: x [*, K] f32 (as vec4). Dispatch: tiles_m * tiles_n
+// workgroups, tiles = ceil(dim / 64).
 
-override W_DTYPE: u32 = 0u;
 override ALIGNED: bool = false;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    n_total: u32,
-    n_offset: u32,
-    has_bias: u32,
-    tiles_n: u32,
-    has_in_idx: u32,
-    has_out_idx: u32,
-}
-
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read> in_idx: array<u32>;
-@group(0) @binding(4) var<storage, read> out_idx: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
 
 const BM: u32 = 64u;
 const BK: u32 = 16u;
@@ -45,21 +26,8 @@ const BK: u32 = 16u;
 var<workgroup> sa: array<vec4<f32>, 256>;
 var<workgroup> sb: array<vec4<f32>, 256>;
 
-fn x_row(m: u32) -> u32 {
-    let r = min(m, p.m - 1u);
-    return select(r, in_idx[r], p.has_in_idx != 0u);
-}
-
-fn out_row(m: u32) -> u32 {
-    return select(m, out_idx[m], p.has_out_idx != 0u);
-}
-
 fn x_at(i: u32) -> f32 {
     return x[i >> 2u][i & 3u];
-}
-
-fn w_at(i: u32) -> f32 {
-    return decode(W_DTYPE, w[word_index(W_DTYPE, i)], i);
 }
 
 // x[row base, k .. k + 4], zero past K.
@@ -138,21 +106,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let m0 = bm + ty * 4u;
     let n0 = bn + tx * 4u;
-    var bv = vec4(0.0);
-    if p.has_bias != 0u {
-        for (var j = 0u; j < 4u; j++) {
-            let bi = p.n_offset + min(n0 + j, p.n - 1u);
-            bv[j] = decode(W_DTYPE, bias[word_index(W_DTYPE, bi)], bi);
-        }
-    }
-    let c = array(c0 + bv, c1 + bv, c2 + bv, c3 + bv);
+    let c = array(c0, c1, c2, c3);
     for (var i = 0u; i < 4u; i++) {
-        if m0 + i < p.m {
-            let o = out_row(m0 + i) * p.n_total + p.n_offset + n0;
-            for (var j = 0u; j < 4u; j++) {
-                if n0 + j < p.n {
-                    out[o + j] = c[i][j];
-                }
+        for (var j = 0u; j < 4u; j++) {
+            if m0 + i < p.m && n0 + j < p.n {
+                store(m0 + i, n0 + j, c[i][j]);
             }
         }
     }

@@ -3,7 +3,10 @@
 // Each workgroup normalises one row of n contiguous elements:
 //   LayerNorm  y = (x - mean) / sqrt(var + eps) * weight + bias     (RMS = false)
 //   RMSNorm    y = x / sqrt(mean(x²) + eps) * weight                (RMS = true)
-// optionally followed by SiLU (SILU = true; the VAE's GroupNorm → SiLU).
+// optionally followed by SiLU (SILU = true; the VAE's GroupNorm → SiLU) or
+// by adaLN modulation (MODULATE: 1 y·(1 + scale) + shift, 2 y·(1 + scale),
+// with the shift and scale chunks of emb[b] for the row's image b =
+// row / rows_per_batch), which saves a pass over the normalised rows.
 // GroupNorm on NCHW is the same thing: the channels of one group are one
 // contiguous row of n = channels_per_group * hw elements. The affine index
 // of element `col` of row `row` is (row % groups) * (n / hw) + col / hw,
@@ -15,12 +18,14 @@
 // Variance is computed around the mean (two passes), not as E[x²] - E[x]².
 //
 // Bindings: 0 x [rows, n] f32, 1 weight, 2 bias (W_DTYPE words: 0 f32, 1 f16,
-// 2 bf16; ignored unless has_weight / has_bias), 3 out [rows, n] f32, 4 params.
+// 2 bf16; ignored unless has_weight / has_bias), 3 emb [B, emb_stride] f32
+// (read only when modulating), 4 out [rows, n] f32, 5 params.
 // Dispatch: one workgroup per row.
 
 override W_DTYPE: u32 = 0u;
 override RMS: bool = false;
 override SILU: bool = false;
+override MODULATE: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -30,13 +35,18 @@ struct Params {
     eps: f32,
     has_weight: u32,
     has_bias: u32,
+    rows_per_batch: u32,
+    emb_stride: u32,
+    shift_off: u32,
+    scale_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<u32>;
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> emb: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 var<workgroup> partial_a: array<f32, 64>;
 var<workgroup> partial_b: array<f32, 64>;
@@ -88,6 +98,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         if SILU {
             y = y / (1.0 + exp(-y));
+        }
+        if MODULATE != 0u {
+            let e = (row / p.rows_per_batch) * p.emb_stride;
+            y *= 1.0 + emb[e + p.scale_off + i];
+            if MODULATE == 1u {
+                y += emb[e + p.shift_off + i];
+            }
         }
         out[base + i] = y;
     }

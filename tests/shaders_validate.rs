@@ -11,16 +11,29 @@ fn every_shader_parses_and_validates() {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "wgsl"))
         .count();
-    // Every kernel file plus common.wgsl, which is inside each of them.
+    // Every kernel file plus common.wgsl and the fragments, which are
+    // inside the kernels that use them.
     let files: std::collections::BTreeSet<_> = sources
         .iter()
         .map(|(path, _)| path.split(' ').next().unwrap_or(path))
         .collect();
     assert_eq!(
-        files.len() + 1,
+        files.len() + 1 + ras::gpu::FRAGMENTS.len(),
         on_disk,
         "a shader in shaders/ is not registered in gpu::shaders"
     );
+    for (fragment, kernels) in ras::gpu::FRAGMENTS {
+        for k in *kernels {
+            let (_, source) = sources
+                .iter()
+                .find(|(path, _)| *path == format!("shaders/{k}.wgsl"))
+                .unwrap_or_else(|| panic!("{k} of fragment {fragment} is not a kernel"));
+            assert!(
+                source.contains(&format!("shaders/{fragment}.wgsl")),
+                "{k} lacks {fragment}"
+            );
+        }
+    }
     // Template kernels come once per value.
     for (kernel, token, values) in ras::gpu::TEMPLATES {
         for v in *values {

@@ -1,8 +1,15 @@
 //! The WGSL sources, embedded at build time. Every kernel file is compiled
-//! with `shaders/common.wgsl` appended (after it, so the compiler's line
-//! numbers still point into the kernel file).
+//! with its fragments (see [`FRAGMENTS`]) and `shaders/common.wgsl`
+//! appended (after it, so the compiler's line numbers still point into the
+//! kernel file).
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// Shared pieces of several kernels that are not kernels themselves:
+/// `(fragment file stem, the kernels it is appended to)`.
+pub const FRAGMENTS: &[(&str, &[&str])] = &[("linear_common", &["linear", "linear_coopmat", "linear_tiled"])];
+
+const FRAGMENT_TEXT: &[(&str, &str)] = &[("linear_common", include_str!("../../shaders/linear_common.wgsl"))];
 
 macro_rules! shader_table {
     ($($name:literal),* $(,)?) => {
@@ -59,6 +66,12 @@ pub(crate) fn source(name: &str, subs: &[(&str, u32)]) -> Option<String> {
         .any(|(t, _)| !tokens.iter().any(|(_, token, _)| token == t))
     {
         return None;
+    }
+    for (fragment, kernels) in FRAGMENTS {
+        if kernels.contains(&name) {
+            let (_, body) = FRAGMENT_TEXT.iter().find(|(f, _)| f == fragment)?;
+            text = format!("{text}\n{body}");
+        }
     }
     Some(format!("{text}\n{COMMON}"))
 }

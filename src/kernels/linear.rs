@@ -6,6 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::modulate::Chunk;
 use super::rows::Indices;
 use super::variant::{missing_features, variants};
 use super::{dtype_code, groups, u32_of};
@@ -24,12 +25,56 @@ struct LinearParams {
     tiles_n: u32,
     has_in_idx: u32,
     has_out_idx: u32,
+    rows_per_batch: u32,
+    emb_stride: u32,
+    gate_off: u32,
 }
 
 const OP: &str = "linear";
 
+/// What the kernel applies to `y = x·Wᵀ + b` before storing it, in place of
+/// a separate elementwise pass over the output.
+#[derive(Clone, Copy, Default)]
+pub enum Epilogue<'a> {
+    #[default]
+    None,
+    /// GELU, tanh approximation (the MLP's up projection).
+    GeluTanh,
+    /// `out = residual + gate ⊙ y` (or `tanh(gate)`), with the gate chunk of
+    /// `emb [B, count·N]` of the output row's image (adaLN-Zero); `residual`
+    /// has the output's shape and must be another tensor.
+    GatedResidual {
+        residual: &'a Tensor,
+        emb: &'a Tensor,
+        gate: Chunk,
+        tanh: bool,
+    },
+    /// `out = silu(gate) ⊙ y` with `gate` of the output's shape (SwiGLU:
+    /// `silu(x·W1ᵀ) ⊙ x·W3ᵀ` with the second product fused).
+    SiluGated { gate: &'a Tensor },
+}
+
+impl Epilogue<'_> {
+    fn code(&self) -> u32 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::GeluTanh => 1,
+            Epilogue::GatedResidual { tanh: false, .. } => 2,
+            Epilogue::GatedResidual { tanh: true, .. } => 3,
+            Epilogue::SiluGated { .. } => 4,
+        }
+    }
+}
+
+/// Row routing and epilogue of one linear launch.
+#[derive(Clone, Copy, Default)]
+pub struct LinearOptions<'a> {
+    pub rows: Rows<'a>,
+    pub epilogue: Epilogue<'a>,
+}
+
 /// The shader of `variant` for these weights, and its output tile edge.
-fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize) -> Result<(Kernel, usize)> {
+fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize, epilogue: u32) -> Result<(Kernel, usize)> {
     // The wide-load paths need every row to start on a 4-element boundary.
     let aligned = k.is_multiple_of(4) as u32;
     Ok(match variant {
@@ -37,12 +82,14 @@ fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize) -> Result<(Kernel
         Variant::Portable => (
             Kernel::new("linear")
                 .constant("W_DTYPE", w_dtype)
+                .constant("EPILOGUE", epilogue)
                 .constant("ALIGNED", aligned),
             32,
         ),
         Variant::Tiled => (
             Kernel::new("linear_tiled")
                 .constant("W_DTYPE", w_dtype)
+                .constant("EPILOGUE", epilogue)
                 .constant("ALIGNED", aligned),
             64,
         ),
@@ -56,6 +103,7 @@ fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize) -> Result<(Kernel
             (
                 Kernel::new("linear_coopmat")
                     .constant("W_DTYPE", w_dtype)
+                    .constant("EPILOGUE", epilogue)
                     .constant("WG", 4 * sg),
                 64,
             )
@@ -145,23 +193,100 @@ pub fn linear_into(
     out: &Tensor,
     rows: Rows,
 ) -> Result<()> {
-    let variant = variants(gpu)?.linear.variant;
-    linear_into_variant(gpu, x, weight, bias, out, rows, variant)
+    linear_with(
+        gpu,
+        x,
+        weight,
+        bias,
+        out,
+        LinearOptions {
+            rows,
+            ..Default::default()
+        },
+    )
 }
 
-/// [`linear_into`] with a chosen implementation (tests and the self-test
-/// run each).
+/// [`linear_into`] with an epilogue.
+pub fn linear_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    options: LinearOptions,
+) -> Result<()> {
+    let variant = variants(gpu)?.linear.variant;
+    linear_into_variant(gpu, x, weight, bias, out, options, variant)
+}
+
+/// `(gate offset, emb row stride, output rows per image)` of a gated epilogue.
+fn gate_layout(epilogue: &Epilogue, out: &Tensor, n: usize) -> Result<(usize, usize, usize)> {
+    let (residual, emb, gate) = match epilogue {
+        Epilogue::GatedResidual {
+            residual, emb, gate, ..
+        } => (residual, emb, gate),
+        Epilogue::SiluGated { gate } => {
+            if gate.shape() != out.shape() || gate.dtype() != DType::F32 {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "gate {:?} must be f32 of the output's shape {:?}",
+                        gate.shape(),
+                        out.shape()
+                    ),
+                ));
+            }
+            return Ok((0, 0, 1));
+        }
+        _ => return Ok((0, 0, 1)),
+    };
+    if residual.shape() != out.shape() || residual.dtype() != DType::F32 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "residual {:?} must be f32 of the output's shape {:?}",
+                residual.shape(),
+                out.shape()
+            ),
+        ));
+    }
+    let batch = emb.shape().first().copied().unwrap_or(0);
+    if emb.dtype() != DType::F32
+        || emb.shape() != [batch, gate.count * n]
+        || gate.index >= gate.count
+        || batch == 0
+        || !out.rows().is_multiple_of(batch)
+    {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "gate chunk {} of {} needs emb [B, {}] with B dividing the output's {} rows, got {:?}",
+                gate.index,
+                gate.count,
+                gate.count * n,
+                out.rows(),
+                emb.shape()
+            ),
+        ));
+    }
+    Ok((gate.index * n, gate.count * n, out.rows() / batch))
+}
+
+/// [`linear_with`] on a chosen implementation (tests and the self-test run
+/// each).
 pub fn linear_into_variant(
     gpu: &Gpu,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     out: &Tensor,
-    rows: Rows,
+    options: LinearOptions,
     variant: Variant,
 ) -> Result<()> {
+    let LinearOptions { rows, epilogue } = options;
     let code = dtype_code(OP, weight)?;
     let (n, k) = check(x, weight, bias, out)?;
+    let (gate_off, emb_stride, rows_per_batch) = gate_layout(&epilogue, out, n)?;
     let m = rows.input.map_or(x.rows(), Indices::len);
     if let Some(i) = rows.input {
         i.check(OP, x.rows())?;
@@ -185,9 +310,15 @@ pub fn linear_into_variant(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let (kernel, tile) = kernel(gpu, variant, code, k)?;
+    let (kernel, tile) = kernel(gpu, variant, code, k, epilogue.code())?;
     let in_idx = rows.input.map_or(x, Indices::tensor);
     let out_idx = rows.output.map_or(x, Indices::tensor);
+    // Unused bindings take any buffer that is not the output.
+    let (residual, emb) = match epilogue {
+        Epilogue::GatedResidual { residual, emb, .. } => (residual, emb),
+        Epilogue::SiluGated { gate } => (gate, x),
+        _ => (x, x),
+    };
     let mut n_offset = 0;
     for c in 0..weight.num_chunks() {
         let chunk_rows = weight.chunk_rows(c);
@@ -202,12 +333,23 @@ pub fn linear_into_variant(
             tiles_n: u32_of(OP, tiles_n)?,
             has_in_idx: rows.input.is_some() as u32,
             has_out_idx: rows.output.is_some() as u32,
+            rows_per_batch: u32_of(OP, rows_per_batch)?,
+            emb_stride: u32_of(OP, emb_stride)?,
+            gate_off: u32_of(OP, gate_off)?,
         };
         let b = match bias {
             Some(b) => b.arg()?,
             None => weight.chunk_arg(c),
         };
-        let inputs = [x.arg()?, weight.chunk_arg(c), b, in_idx.arg()?, out_idx.arg()?];
+        let inputs = [
+            x.arg()?,
+            weight.chunk_arg(c),
+            b,
+            in_idx.arg()?,
+            out_idx.arg()?,
+            residual.arg()?,
+            emb.arg()?,
+        ];
         let wg = groups(m.div_ceil(tile) * tiles_n, 1)?;
         let bytes = 4 * m * k + weight.dtype().bytes(chunk_rows * k) as usize + 4 * m * chunk_rows;
         let cost = Cost::new(linear_flops(m, chunk_rows, k), bytes as f64);

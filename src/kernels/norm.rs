@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::modulate::Chunk;
 use super::{dtype_code, groups, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
@@ -17,6 +18,10 @@ struct NormParams {
     eps: f32,
     has_weight: u32,
     has_bias: u32,
+    rows_per_batch: u32,
+    emb_stride: u32,
+    shift_off: u32,
+    scale_off: u32,
 }
 
 struct Affine<'a> {
@@ -33,10 +38,51 @@ struct Layout {
     groups: usize,
 }
 
-struct Mode {
+struct Mode<'a> {
     eps: f32,
     rms: bool,
     silu: bool,
+    modulate: Option<Modulation<'a>>,
+}
+
+/// adaLN modulation applied to the normalised rows: `y·(1 + scale) [+ shift]`
+/// with chunks of `emb [B, count·D]` for each row's image.
+#[derive(Clone, Copy)]
+pub struct Modulation<'a> {
+    pub emb: &'a Tensor,
+    pub shift: Option<Chunk>,
+    pub scale: Chunk,
+}
+
+/// `(rows per image, emb stride, shift offset, scale offset)`.
+fn modulation_layout(op: &'static str, m: &Modulation, l: &Layout) -> Result<(usize, usize, usize, usize)> {
+    let d = l.n;
+    let count = m.scale.count;
+    let b = m.emb.shape().first().copied().unwrap_or(0);
+    let chunks_ok = [Some(m.scale), m.shift]
+        .into_iter()
+        .flatten()
+        .all(|c| c.count == count && c.index < count);
+    if m.emb.dtype() != DType::F32
+        || m.emb.shape() != [b, count * d]
+        || !chunks_ok
+        || b == 0
+        || !l.rows.is_multiple_of(b)
+        || l.hw != 1
+    {
+        return Err(Error::shape(
+            op,
+            format!(
+                "modulation needs f32 emb [B, {count}×{d}] with B dividing {} rows, got {:?} (scale {:?}, shift {:?})",
+                l.rows,
+                m.emb.shape(),
+                m.scale,
+                m.shift
+            ),
+        ));
+    }
+    let shift = m.shift.map_or(0, |c| c.index * d);
+    Ok((l.rows / b, count * d, shift, m.scale.index * d))
 }
 
 fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: Mode) -> Result<Tensor> {
@@ -62,11 +108,19 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: M
             return Err(Error::shape(op, "weight and bias must have the same dtype"));
         }
     }
+    let (rows_per_batch, emb_stride, shift_off, scale_off) = match &mode.modulate {
+        Some(m) => modulation_layout(op, m, &l)?,
+        None => (1, 0, 0, 0),
+    };
     let out = gpu.empty(x.shape(), DType::F32)?;
     if l.rows == 0 || l.n == 0 {
         return Ok(out);
     }
     let params = NormParams {
+        rows_per_batch: u32_of(op, rows_per_batch)?,
+        emb_stride: u32_of(op, emb_stride)?,
+        shift_off: u32_of(op, shift_off)?,
+        scale_off: u32_of(op, scale_off)?,
         rows: u32_of(op, l.rows)?,
         n: u32_of(op, l.n)?,
         hw: u32_of(op, l.hw)?,
@@ -78,12 +132,21 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: M
     let kernel = Kernel::new("norm")
         .constant("W_DTYPE", code)
         .constant("RMS", mode.rms as u32)
-        .constant("SILU", mode.silu as u32);
+        .constant("SILU", mode.silu as u32)
+        .constant(
+            "MODULATE",
+            match &mode.modulate {
+                None => 0,
+                Some(m) if m.shift.is_some() => 1,
+                Some(_) => 2,
+            },
+        );
     let w = a.weight.unwrap_or(x).arg()?;
     let b = a.bias.unwrap_or(x).arg()?;
+    let emb = mode.modulate.map_or(x, |m| m.emb).arg()?;
     gpu.dispatch(
         &kernel,
-        &[x.arg()?, w, b],
+        &[x.arg()?, w, b, emb],
         &[out.arg()?],
         bytemuck::bytes_of(&params),
         groups(l.rows, 1)?,
@@ -124,12 +187,47 @@ pub fn layer_norm(
             eps,
             rms: false,
             silu: false,
+            modulate: None,
+        },
+    )
+}
+
+/// LayerNorm without affine parameters followed by adaLN modulation
+/// (`modulate(layer_norm(x))` or `scale_only(layer_norm(x))` in one pass).
+pub fn layer_norm_modulated(gpu: &Gpu, x: &Tensor, modulation: Modulation, eps: f32) -> Result<Tensor> {
+    let affine = Affine {
+        weight: None,
+        bias: None,
+        len: x.cols(),
+    };
+    launch(
+        gpu,
+        "layer_norm",
+        x,
+        affine,
+        last_dim(x),
+        Mode {
+            eps,
+            rms: false,
+            silu: false,
+            modulate: Some(modulation),
         },
     )
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(gpu: &Gpu, x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    rms_norm_with(gpu, x, weight, None, eps)
+}
+
+/// [`rms_norm`] followed by adaLN modulation, in one pass.
+pub fn rms_norm_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    modulation: Option<Modulation>,
+    eps: f32,
+) -> Result<Tensor> {
     let affine = Affine {
         weight,
         bias: None,
@@ -145,6 +243,7 @@ pub fn rms_norm(gpu: &Gpu, x: &Tensor, weight: Option<&Tensor>, eps: f32) -> Res
             eps,
             rms: true,
             silu: false,
+            modulate: modulation,
         },
     )
 }
@@ -186,6 +285,7 @@ pub fn group_norm(
             eps,
             rms: false,
             silu,
+            modulate: None,
         },
     )
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::linear::{linear_into_variant, Rows};
+use super::linear::{linear_into_variant, LinearOptions, Rows};
 use super::rows::Indices;
 use crate::error::{Error, Result};
 use crate::gpu::{Choice, DType, Gpu, Variant, Variants};
@@ -68,7 +68,7 @@ pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Variants> {
 
 fn choose_linear(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
     if let Some(forced) = forced {
-        let variant = Variant::parse(&forced).ok_or_else(|| {
+        let variant = Variant::parse(forced).ok_or_else(|| {
             Error::Invalid(format!(
                 "{ENV}={forced} is not a kernel variant; use portable, tiled or coopmat"
             ))
@@ -221,7 +221,11 @@ pub fn self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), 
                 input: Some(&si),
                 output: Some(&di),
             };
-            linear_into_variant(gpu, &x, &w, Some(&b), &out, rows, v)?;
+            let options = LinearOptions {
+                rows,
+                ..Default::default()
+            };
+            linear_into_variant(gpu, &x, &w, Some(&b), &out, options, v)?;
             gpu.read_f32(&out)
         };
         let want = run(Variant::Portable)?;

@@ -3,8 +3,8 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::kernels::linear::{linear, linear_into, Rows};
-use crate::kernels::norm::{layer_norm, rms_norm};
+use crate::kernels::linear::{linear, linear_into, linear_with, Epilogue, LinearOptions, Rows};
+use crate::kernels::norm::{layer_norm, rms_norm, rms_norm_with, Modulation};
 use crate::weights::Weights;
 
 /// `nn.Linear`: weight `[out, in]`, optional bias `[out]`, in the stored dtype.
@@ -48,6 +48,26 @@ impl Linear {
     pub fn forward_into(&self, gpu: &Gpu, x: &Tensor, out: &Tensor, rows: Rows) -> Result<()> {
         linear_into(gpu, x, &self.weight, self.bias.as_ref(), out, rows)
     }
+
+    /// Into `out`, with row routing and an epilogue (GELU, gated residual).
+    pub fn forward_with(&self, gpu: &Gpu, x: &Tensor, out: &Tensor, options: LinearOptions) -> Result<()> {
+        linear_with(gpu, x, &self.weight, self.bias.as_ref(), out, options)
+    }
+
+    /// `epilogue(x·Wᵀ + b)` into a new `[.., out_features]` tensor.
+    pub fn forward_then(&self, gpu: &Gpu, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+        let mut shape = x.shape().to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.out_features();
+        }
+        let out = gpu.empty(&shape, crate::gpu::DType::F32)?;
+        let options = LinearOptions {
+            epilogue,
+            ..Default::default()
+        };
+        self.forward_with(gpu, x, &out, options)?;
+        Ok(out)
+    }
 }
 
 /// `RMSNorm` with a learned weight (SD3.5's per-head q/k norms, T5).
@@ -69,6 +89,11 @@ impl RmsNorm {
         let dim = self.weight.shape()[0];
         let rows = x.reshape(&[x.numel() / dim, dim])?;
         rms_norm(gpu, &rows, Some(&self.weight), self.eps)?.reshape(x.shape())
+    }
+
+    /// `x [B, .., D]` normalised over D and modulated in the same pass.
+    pub fn forward_modulated(&self, gpu: &Gpu, x: &Tensor, modulation: Modulation) -> Result<Tensor> {
+        rms_norm_with(gpu, x, Some(&self.weight), Some(modulation), self.eps)
     }
 }
 

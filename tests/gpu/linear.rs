@@ -1,7 +1,7 @@
 use half::{bf16, f16};
 use ras::gpu::Variant;
 use ras::gpu::{DType, Gpu, GpuOptions, Tensor};
-use ras::kernels::linear::{linear, linear_into, linear_into_variant, Rows};
+use ras::kernels::linear::{linear, linear_into, linear_into_variant, LinearOptions, Rows};
 use ras::kernels::variant::{choose, runnable, self_test};
 use ras::reference;
 
@@ -59,7 +59,7 @@ fn run_variant(gpu: &Gpu, lead: &[usize], n: usize, k: usize, variant: Variant) 
         let exact_tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
         for bias in [None, Some(&bt)] {
             let out = gpu.empty(&[m, n], DType::F32).unwrap();
-            linear_into_variant(gpu, &xt, &wt, bias, &out, Rows::default(), variant).unwrap();
+            linear_into_variant(gpu, &xt, &wt, bias, &out, LinearOptions::default(), variant).unwrap();
             let got = gpu.read_f32(&out).unwrap();
             let what = format!(
                 "linear {} {m}x{n}x{k} {} bias={}",
@@ -215,9 +215,12 @@ fn linear_with_row_indices_gathers_and_scatters() {
             &wt,
             Some(&bt),
             &out,
-            Rows {
-                input: Some(&si),
-                output: Some(&di),
+            LinearOptions {
+                rows: Rows {
+                    input: Some(&si),
+                    output: Some(&di),
+                },
+                ..Default::default()
             },
             variant,
         )
@@ -253,4 +256,115 @@ fn linear_with_row_indices_gathers_and_scatters() {
         .unwrap_err()
         .to_string()
         .contains("index 41 out of range for 41 rows"));
+}
+
+/// Every epilogue on every runnable variant against the reference linear
+/// followed by the separate op it replaces, with gathered input rows and a
+/// batch of 3 images (gates per image).
+#[test]
+fn linear_epilogues_match_the_separate_ops() {
+    use ras::kernels::linear::Epilogue;
+    use ras::kernels::modulate::Chunk;
+    use ras::kernels::rows::Indices;
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (batch, per, n, k, count) = (3, 23, 70, 37, 3);
+    let m = batch * per;
+    let rows_in = m + 5;
+    let x = randn(&mut rng, rows_in * k);
+    let w = randn(&mut rng, n * k);
+    let b = randn(&mut rng, n);
+    let residual = randn(&mut rng, m * n);
+    let emb = randn(&mut rng, batch * count * n);
+    // Logical row r reads input row (r * 7) % rows_in.
+    let src: Vec<u32> = (0..m as u32).map(|r| (r * 7) % rows_in as u32).collect();
+    let xt = gpu.upload_f32(&x, &[rows_in, k]).unwrap();
+    let wt = gpu.upload_weight_f32(&w, &[n, k]).unwrap();
+    let bt = gpu.upload_weight_f32(&b, &[n]).unwrap();
+    let rt = gpu.upload_f32(&residual, &[batch, per, n]).unwrap();
+    let et = gpu.upload_f32(&emb, &[batch, count * n]).unwrap();
+    let si = Indices::upload(&gpu, &src).unwrap();
+    let full = reference::linear::linear(&x, &w, Some(&b), rows_in, n, k);
+    let y: Vec<f32> = (0..m)
+        .flat_map(|r| full[src[r] as usize * n..(src[r] as usize + 1) * n].to_vec())
+        .collect();
+    let gate = |r: usize, c: usize| emb[(r / per) * count * n + n + c];
+    let gelu = |v: f32| {
+        let v = v as f64;
+        (0.5 * v * (1.0 + (0.7978845608028654 * (v + 0.044715 * v * v * v)).tanh())) as f32
+    };
+    let silu = |v: f32| v / (1.0 + (-v).exp());
+    let cases: Vec<(&str, Epilogue, Vec<f32>)> = vec![
+        ("gelu", Epilogue::GeluTanh, y.iter().map(|&v| gelu(v)).collect()),
+        (
+            "gated residual",
+            Epilogue::GatedResidual {
+                residual: &rt,
+                emb: &et,
+                gate: Chunk { index: 1, count },
+                tanh: false,
+            },
+            (0..m * n)
+                .map(|i| residual[i] + gate(i / n, i % n) * y[i])
+                .collect(),
+        ),
+        (
+            "tanh-gated residual",
+            Epilogue::GatedResidual {
+                residual: &rt,
+                emb: &et,
+                gate: Chunk { index: 1, count },
+                tanh: true,
+            },
+            (0..m * n)
+                .map(|i| residual[i] + gate(i / n, i % n).tanh() * y[i])
+                .collect(),
+        ),
+        (
+            "silu-gated",
+            Epilogue::SiluGated { gate: &rt },
+            (0..m * n).map(|i| silu(residual[i]) * y[i]).collect(),
+        ),
+    ];
+    for variant in runnable(&gpu) {
+        let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
+        for (name, epilogue, want) in &cases {
+            let out = gpu.empty(&[batch, per, n], DType::F32).unwrap();
+            let options = LinearOptions {
+                rows: Rows {
+                    input: Some(&si),
+                    output: None,
+                },
+                epilogue: *epilogue,
+            };
+            linear_into_variant(&gpu, &xt, &wt, Some(&bt), &out, options, variant).unwrap();
+            let got = gpu.read_f32(&out).unwrap();
+            check(
+                &format!("linear {} + {name}", variant.name()),
+                &got,
+                want,
+                tol,
+                seed,
+            );
+        }
+    }
+    // A gate tensor that does not fit the output is refused before launch.
+    let out = gpu.empty(&[batch, per, n], DType::F32).unwrap();
+    let wrong = Epilogue::GatedResidual {
+        residual: &rt,
+        emb: &xt,
+        gate: Chunk { index: 0, count },
+        tanh: false,
+    };
+    let options = LinearOptions {
+        rows: Rows {
+            input: Some(&si),
+            output: None,
+        },
+        epilogue: wrong,
+    };
+    let err = linear_into_variant(&gpu, &xt, &wt, None, &out, options, Variant::Portable)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs emb [B, 210]"), "{err}");
 }

@@ -84,3 +84,73 @@ fn norm_rejects_bad_shapes() {
         .to_string();
     assert!(err.contains("cannot be split into 5 channel groups"), "{err}");
 }
+
+/// LayerNorm and RMSNorm fused with adaLN modulation against the two
+/// references in sequence, with 3 images of 29 rows and chunked `emb`.
+#[test]
+fn norms_fused_with_modulation() {
+    use ras::kernels::modulate::Chunk;
+    use ras::kernels::norm::Modulation;
+    use ras::reference::modulate as modulation;
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (b, per, d, count) = (3, 29, 45, 4);
+    let x: Vec<f32> = randn(&mut rng, b * per * d)
+        .iter()
+        .map(|v| v * 2.0 + 1.0)
+        .collect();
+    let emb = randn(&mut rng, b * count * d);
+    let w = randn(&mut rng, d);
+    let xt = gpu.upload_f32(&x, &[b, per, d]).unwrap();
+    let et = gpu.upload_f32(&emb, &[b, count * d]).unwrap();
+    let wt = gpu.upload_weight_f32(&w, &[d]).unwrap();
+    let chunk = |index| Chunk { index, count };
+    let shifted = Modulation {
+        emb: &et,
+        shift: Some(chunk(3)),
+        scale: chunk(1),
+    };
+    let got = norm::layer_norm_modulated(&gpu, &xt, shifted, 1e-6).unwrap();
+    let ln = reference::layer_norm(&x, d, None, None, 1e-6);
+    let want = modulation::modulate(&ln, &emb, b, d, count, 3, 1);
+    check(
+        "layer_norm + modulate",
+        &gpu.read_f32(&got).unwrap(),
+        &want,
+        1e-5,
+        seed,
+    );
+    let scaled = Modulation {
+        emb: &et,
+        shift: None,
+        scale: chunk(2),
+    };
+    let got = norm::rms_norm_with(&gpu, &xt, Some(&wt), Some(scaled), 1e-6).unwrap();
+    let rms = reference::rms_norm(&x, d, Some(&w), 1e-6);
+    let want = modulation::scale_only(&rms, &emb, b, d, count, 2);
+    check(
+        "rms_norm + scale",
+        &gpu.read_f32(&got).unwrap(),
+        &want,
+        1e-5,
+        seed,
+    );
+    // One emb row serves every image; three rows cannot split two images.
+    let one = gpu.upload_f32(&w, &[1, d]).unwrap();
+    let shared = Modulation {
+        emb: &one,
+        shift: None,
+        scale: Chunk { index: 0, count: 1 },
+    };
+    let odd = gpu.upload_f32(&x[..2 * per * d], &[2, per, d]).unwrap();
+    assert!(norm::layer_norm_modulated(&gpu, &odd, shared, 1e-6).is_ok());
+    let three = Modulation {
+        emb: &et,
+        shift: None,
+        scale: chunk(0),
+    };
+    let err = norm::layer_norm_modulated(&gpu, &odd, three, 1e-6)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("B dividing 58 rows"), "{err}");
+}

@@ -7,9 +7,9 @@ use super::config::LuminaConfig;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::attention;
-use crate::kernels::elementwise::{mul, unary, Unary};
-use crate::kernels::linear::Rows;
-use crate::kernels::modulate::{gated_residual, scale_only, tanh_gated_residual, Chunk};
+use crate::kernels::linear::{Epilogue, Rows};
+use crate::kernels::modulate::{gated_residual, tanh_gated_residual, Chunk};
+use crate::kernels::norm::Modulation;
 use crate::kernels::rope::rope;
 use crate::kernels::rows::{scatter, Indices};
 use crate::nn::{LayerNorm, Linear, RmsNorm};
@@ -77,6 +77,15 @@ struct FeedForward {
     linear_3: Linear,
 }
 
+/// Lumina's modulation: `y·(1 + scale)`, no shift.
+fn scale_by(emb: &Tensor, scale: Chunk) -> Modulation<'_> {
+    Modulation {
+        emb,
+        shift: None,
+        scale,
+    }
+}
+
 impl FeedForward {
     fn load(gpu: &Gpu, w: &Weights, d: usize, inner: usize) -> Result<FeedForward> {
         Ok(FeedForward {
@@ -87,8 +96,10 @@ impl FeedForward {
     }
 
     fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        let gate = unary(gpu, Unary::Silu, &self.linear_1.forward(gpu, x)?)?; // [B, n, F]
-        let h = mul(gpu, &gate, &self.linear_3.forward(gpu, x)?)?; // [B, n, F]
+        let gate = self.linear_1.forward(gpu, x)?; // [B, n, F]
+        let h = self
+            .linear_3
+            .forward_then(gpu, x, Epilogue::SiluGated { gate: &gate })?; // silu(gate) ⊙ x·W3ᵀ [B, n, F]
         self.linear_2.forward(gpu, &h) // [B, n, D]
     }
 }
@@ -187,7 +198,9 @@ impl LuminaBlock {
         let (d, kvw) = (h * dh, hkv * dh);
         let chunk = |index| Chunk { index, count: 4 };
         let m = self.norm1.forward(gpu, step.cond)?; // [B, 4D]
-        let nx = scale_only(gpu, &self.norm1_norm.forward(gpu, x)?, &m, chunk(SCALE_MSA))?; // [B, n_q, D]
+        let nx = self
+            .norm1_norm
+            .forward_modulated(gpu, x, scale_by(&m, chunk(SCALE_MSA)))?; // [B, n_q, D]
 
         // Self-attention: keys and values of the computed tokens, into the
         // cache when there is one.
@@ -243,7 +256,9 @@ impl LuminaBlock {
         let x = tanh_gated_residual(gpu, x, &self.norm2.forward(gpu, &o)?, &m, chunk(GATE_MSA))?;
 
         // SwiGLU FFN between RMSNorms.
-        let nx = scale_only(gpu, &self.ffn_norm1.forward(gpu, &x)?, &m, chunk(SCALE_MLP))?;
+        let nx = self
+            .ffn_norm1
+            .forward_modulated(gpu, &x, scale_by(&m, chunk(SCALE_MLP)))?;
         let f = self.ff.forward(gpu, &nx)?; // [B, n_q, D]
         tanh_gated_residual(gpu, &x, &self.ffn_norm2.forward(gpu, &f)?, &m, chunk(GATE_MLP))
     }

@@ -13,8 +13,8 @@ use super::rope::{rope_table, RopeScaling};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::elementwise::{unary, Unary};
-use crate::kernels::modulate::{scale_only, Chunk};
-use crate::kernels::norm::layer_norm;
+use crate::kernels::modulate::Chunk;
+use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::{patchify, unpatchify};
 use crate::kernels::rows::{gather, scatter, Indices};
 use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
@@ -174,12 +174,12 @@ impl LuminaTransformer {
         drop(region);
         let _region = gpu.region("final layer");
         let scale = self.norm_out_scale.forward(gpu, &cond)?; // [B, D]
-        let x = scale_only(
-            gpu,
-            &layer_norm(gpu, &x, None, None, 1e-6)?,
-            &scale,
-            Chunk { index: 0, count: 1 },
-        )?;
+        let modulation = Modulation {
+            emb: &scale,
+            shift: None,
+            scale: Chunk { index: 0, count: 1 },
+        };
+        let x = layer_norm_modulated(gpu, &x, modulation, 1e-6)?;
         let y = self.norm_out_proj.forward(gpu, &x)?; // [B, n_q, p²·2C]
         let f = y.cols();
         let y = if tokens.sparse {

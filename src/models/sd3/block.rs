@@ -6,10 +6,9 @@ use super::tokens::TokenPlan;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::attention::attention;
-use crate::kernels::elementwise::{unary, Unary};
-use crate::kernels::linear::Rows;
-use crate::kernels::modulate::{gated_residual, modulate, Chunk};
-use crate::kernels::norm::layer_norm;
+use crate::kernels::linear::{Epilogue, LinearOptions, Rows};
+use crate::kernels::modulate::Chunk;
+use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::rows::{scatter, Indices};
 use crate::nn::{Linear, RmsNorm};
 use crate::weights::Weights;
@@ -39,9 +38,26 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-        let h = unary(gpu, Unary::GeluTanh, &self.up.forward(gpu, x)?)?; // [B, N, 4D]
-        self.down.forward(gpu, &h) // [B, N, D]
+    /// `residual + gate ⊙ FF(x)`, the gate being chunk `gate` of `emb`.
+    fn forward_gated(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        residual: &Tensor,
+        emb: &Tensor,
+        gate: Chunk,
+    ) -> Result<Tensor> {
+        let h = self.up.forward_then(gpu, x, Epilogue::GeluTanh)?; // [B, N, 4D]
+        self.down.forward_then(
+            gpu,
+            &h,
+            Epilogue::GatedResidual {
+                residual,
+                emb,
+                gate,
+                tanh: false,
+            },
+        ) // [B, N, D]
     }
 }
 
@@ -108,6 +124,44 @@ fn project_into(
             scatter(gpu, &y.reshape(&[y.rows(), y.cols()])?, rows, dest)
         }
     }
+}
+
+/// `modulate(LayerNorm(x))` (no affine) in one pass.
+fn norm_modulate(gpu: &Gpu, x: &Tensor, emb: &Tensor, shift: Chunk, scale: Chunk) -> Result<Tensor> {
+    let modulation = Modulation {
+        emb,
+        shift: Some(shift),
+        scale,
+    };
+    layer_norm_modulated(gpu, x, modulation, LN_EPS)
+}
+
+/// `residual + gate ⊙ (a[rows]·Wᵀ + b)`: an attention output projection
+/// with its adaLN-Zero gated residual in the epilogue.
+fn gated_projection(
+    gpu: &Gpu,
+    lin: &Linear,
+    a: &Tensor,
+    rows: Option<&Indices>,
+    residual: &Tensor,
+    emb: &Tensor,
+    gate: Chunk,
+) -> Result<Tensor> {
+    let out = gpu.empty(residual.shape(), DType::F32)?;
+    let options = LinearOptions {
+        rows: Rows {
+            input: rows,
+            output: None,
+        },
+        epilogue: Epilogue::GatedResidual {
+            residual,
+            emb,
+            gate,
+            tanh: false,
+        },
+    };
+    lin.forward_with(gpu, a, &out, options)?;
+    Ok(out)
 }
 
 /// Where a block's keys and values go, and their attention bias.
@@ -191,24 +245,12 @@ impl JointBlock {
         let chunk = |index| Chunk { index, count: 6 };
         let m = self.norm1.forward(gpu, cond)?; // [B, 6D]
         let mc = self.norm1_context.forward(gpu, cond)?; // [B, 6D], or [B, 2D] = scale | shift
-        let nx = modulate(
-            gpu,
-            &layer_norm(gpu, x, None, None, LN_EPS)?,
-            &m,
-            chunk(SHIFT_MSA),
-            chunk(SCALE_MSA),
-        )?;
+        let nx = norm_modulate(gpu, x, &m, chunk(SHIFT_MSA), chunk(SCALE_MSA))?;
         let (c_shift, c_scale) = match self.to_add_out {
             Some(_) => (chunk(SHIFT_MSA), chunk(SCALE_MSA)),
             None => (Chunk { index: 1, count: 2 }, Chunk { index: 0, count: 2 }),
         };
-        let nc = modulate(
-            gpu,
-            &layer_norm(gpu, c, None, None, LN_EPS)?,
-            &mc,
-            c_shift,
-            c_scale,
-        )?;
+        let nc = norm_modulate(gpu, c, &mc, c_shift, c_scale)?;
 
         // Keys and values [B·(N + L), D]: the computed image rows are written
         // in place (index fusion), the others keep their cached values.
@@ -250,50 +292,19 @@ impl JointBlock {
         )?;
         let a = a.reshape(&[b * lq, d])?; // [B·Lq, D]
 
-        // Image stream: attention and MLP residuals.
-        let attn_x = gpu.empty(&[b, nq, d], DType::F32)?;
-        self.to_out.forward_into(
-            gpu,
-            &a,
-            &attn_x,
-            Rows {
-                input: q_img_rows,
-                output: None,
-            },
-        )?;
-        let x = gated_residual(gpu, x, &attn_x, &m, chunk(GATE_MSA))?;
-        let nx = modulate(
-            gpu,
-            &layer_norm(gpu, &x, None, None, LN_EPS)?,
-            &m,
-            chunk(SHIFT_MLP),
-            chunk(SCALE_MLP),
-        )?;
-        let x = gated_residual(gpu, &x, &self.ff.forward(gpu, &nx)?, &m, chunk(GATE_MLP))?;
+        // Image stream: attention and MLP residuals, each added in the
+        // epilogue of the projection that produces it.
+        let x = gated_projection(gpu, &self.to_out, &a, q_img_rows, x, &m, chunk(GATE_MSA))?;
+        let nx = norm_modulate(gpu, &x, &m, chunk(SHIFT_MLP), chunk(SCALE_MLP))?;
+        let x = self.ff.forward_gated(gpu, &nx, &x, &m, chunk(GATE_MLP))?;
 
         // Text stream, except after the last block.
         let (Some(to_add_out), Some(ff_context)) = (&self.to_add_out, &self.ff_context) else {
             return Ok((x, None));
         };
-        let attn_c = gpu.empty(&[b, l, d], DType::F32)?;
-        to_add_out.forward_into(
-            gpu,
-            &a,
-            &attn_c,
-            Rows {
-                input: Some(&plan.q_txt),
-                output: None,
-            },
-        )?;
-        let c = gated_residual(gpu, c, &attn_c, &mc, chunk(GATE_MSA))?;
-        let nc = modulate(
-            gpu,
-            &layer_norm(gpu, &c, None, None, LN_EPS)?,
-            &mc,
-            chunk(SHIFT_MLP),
-            chunk(SCALE_MLP),
-        )?;
-        let c = gated_residual(gpu, &c, &ff_context.forward(gpu, &nc)?, &mc, chunk(GATE_MLP))?;
+        let c = gated_projection(gpu, to_add_out, &a, Some(&plan.q_txt), c, &mc, chunk(GATE_MSA))?;
+        let nc = norm_modulate(gpu, &c, &mc, chunk(SHIFT_MLP), chunk(SCALE_MLP))?;
+        let c = ff_context.forward_gated(gpu, &nc, &c, &mc, chunk(GATE_MLP))?;
         Ok((x, Some(c)))
     }
 }

@@ -12,8 +12,8 @@ use super::tokens::TokenPlan;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::elementwise::{unary, Unary};
-use crate::kernels::modulate::{modulate, Chunk};
-use crate::kernels::norm::layer_norm;
+use crate::kernels::modulate::Chunk;
+use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::unpatchify;
 use crate::kernels::rows::{gather, scatter};
 use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
@@ -161,7 +161,12 @@ impl Sd3Transformer {
         let _region = gpu.region("final layer");
         let emb = self.norm_out.forward(gpu, &cond)?; // [B, 2D]
         let (scale, shift) = (Chunk { index: 0, count: 2 }, Chunk { index: 1, count: 2 });
-        let x = modulate(gpu, &layer_norm(gpu, &x, None, None, LN_EPS)?, &emb, shift, scale)?;
+        let modulation = Modulation {
+            emb: &emb,
+            shift: Some(shift),
+            scale,
+        };
+        let x = layer_norm_modulated(gpu, &x, modulation, LN_EPS)?;
         let y = self.proj_out.forward(gpu, &x)?; // [B, n_q, p·p·C_out]
         let y = match &plan.gather {
             Some(rows) => {
