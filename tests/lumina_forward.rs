@@ -136,6 +136,7 @@ fn call<'a>(
         cond: &i.cond,
         active,
         cache,
+        memo: None,
     }
 }
 

@@ -88,7 +88,7 @@ fn sparse_forward_matches_dense_on_active_tokens() {
     let got = gpu
         .read_f32(
             &m.model
-                .forward_planned(&gpu, &inputs, &plan, Some(&cache))
+                .forward_planned(&gpu, &inputs, &plan, Some(&cache), None)
                 .unwrap(),
         )
         .unwrap();
@@ -96,15 +96,19 @@ fn sparse_forward_matches_dense_on_active_tokens() {
     assert!(err < 1e-5, "all-active RAS step vs dense: {err:.3e}");
 
     // A third of the tokens, different per row, over the cache a dense
-    // step filled from the same input: the active tokens equal dense.
+    // step filled from the same input, reusing that step's projected text
+    // (the run memo): the active tokens equal dense.
+    let memo = ras::models::RunMemo::default();
     m.model
         .forward_planned(
             &gpu,
             &inputs,
             &TokenPlan::dense(&gpu, b, n, l).unwrap(),
             Some(&cache),
+            Some(&memo),
         )
         .unwrap();
+    assert!(memo.bytes() > 0, "the dense step did not fill the memo");
     let active: Vec<Vec<u32>> = (0..b)
         .map(|r| {
             (0..n as u32)
@@ -116,7 +120,7 @@ fn sparse_forward_matches_dense_on_active_tokens() {
     let got = gpu
         .read_f32(
             &m.model
-                .forward_planned(&gpu, &inputs, &plan, Some(&cache))
+                .forward_planned(&gpu, &inputs, &plan, Some(&cache), Some(&memo))
                 .unwrap(),
         )
         .unwrap();

@@ -41,6 +41,40 @@ pub struct GuidanceRule {
     pub negate: bool,
 }
 
+/// What a model derives from the conditioning alone (SD3's projected text
+/// tokens, say), computed at the first step of a sampling run and reused
+/// at the others. One memo serves one conditioning: the loop keeps it
+/// beside its conditioning and drops both together.
+#[derive(Default)]
+pub struct RunMemo {
+    slots: std::sync::Mutex<std::collections::HashMap<(&'static str, usize), Tensor>>,
+}
+
+impl RunMemo {
+    /// The value under `key`, computing it with `f` the first time.
+    pub fn get_or_compute(
+        &self,
+        key: (&'static str, usize),
+        f: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if let Some(t) = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(t.clone());
+        }
+        let t = f()?;
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// GPU memory held, in bytes.
+    pub fn bytes(&self) -> u64 {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.values().map(|t| t.dtype().bytes(t.numel())).sum()
+    }
+}
+
 /// Per-layer keys and values of the image tokens (and whatever else the
 /// model keeps beside them), kept across the steps of one RAS generation
 /// (ras-spec §5.3). The layout of each tensor is the model's.
@@ -72,6 +106,8 @@ pub struct DitCall<'a> {
     /// This generation's K/V cache: dense calls fill it, sparse calls write
     /// their active rows and read the rest.
     pub cache: Option<&'a KvCache>,
+    /// This run's memo of conditioning-only values; `None` computes them.
+    pub memo: Option<&'a RunMemo>,
 }
 
 /// A Diffusion Transformer the denoising loop can drive with RAS.

@@ -12,7 +12,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metric::region_metric;
 use crate::kernels::rows::{scatter, Indices};
 use crate::kernels::sampler::{euler_step, Combine, Merge};
-use crate::models::{Conditioning, Dit, DitCall, KvCache};
+use crate::models::{Conditioning, Dit, DitCall, KvCache, RunMemo};
 use crate::ras::{Planner, RasConfig, Schedule, StepKind};
 use crate::sampling::FlowMatchEuler;
 
@@ -121,6 +121,8 @@ pub struct Denoiser {
     schedule: Schedule,
     planner: Planner,
     cache: Option<KvCache>,
+    /// The model's conditioning-only values, kept across steps.
+    memo: RunMemo,
     /// `(v̂ of the last step, dropped mask)` for the next RAS step's merge.
     merge_state: Option<(Tensor, Tensor)>,
     x: Tensor,
@@ -178,6 +180,7 @@ impl Denoiser {
             planner: Planner::new(&req.ras, schedule.clone(), b),
             schedule,
             cache: None,
+            memo: RunMemo::default(),
             merge_state: None,
             x: req.latents.clone(),
             step: 0,
@@ -252,6 +255,7 @@ impl Denoiser {
                 cond: &self.cond,
                 active: active.as_deref(),
                 cache: self.cache.as_ref(),
+                memo: Some(&self.memo),
             },
         )?;
         let merge = match (kind, &self.merge_state) {
@@ -297,6 +301,7 @@ impl Denoiser {
     /// The result so far; frees the K/V cache and merge state.
     pub fn finish(&mut self) -> SampleOutput {
         self.cache = None;
+        self.memo = RunMemo::default();
         self.merge_state = None;
         SampleOutput {
             latents: self.x.clone(),

@@ -12,6 +12,7 @@ use crate::kernels::modulate::{gated_residual, tanh_gated_residual, Chunk};
 use crate::kernels::norm::Modulation;
 use crate::kernels::rope::rope;
 use crate::kernels::rows::{scatter, Indices};
+use crate::models::RunMemo;
 use crate::nn::{LayerNorm, Linear, RmsNorm};
 use crate::weights::Weights;
 
@@ -53,6 +54,9 @@ pub struct Step<'a> {
     /// Self-attention softmax scale (with the proportional factor).
     pub self_scale: f32,
     pub tokens: &'a Tokens,
+    /// The run's memo: the caption's keys and values are the same at
+    /// every step.
+    pub memo: Option<&'a RunMemo>,
 }
 
 /// A query projection and its LayerNorm across all heads.
@@ -185,9 +189,11 @@ impl LuminaBlock {
     /// keys (normed and rotated) and values are written into it and
     /// self-attention reads all N rows; without, the call is dense and
     /// attends over its own keys.
+    /// Layer `index` of the model (it keys this layer's memo entries).
     pub fn forward(
         &self,
         gpu: &Gpu,
+        index: usize,
         x: &Tensor,
         step: &Step,
         kv: Option<&(Tensor, Tensor)>,
@@ -222,10 +228,24 @@ impl LuminaBlock {
         let sa = attention(gpu, &q, &k, &v, None, step.self_scale)?; // [B, n_q, H, dh]
 
         // Cross-attention to the caption: no RoPE on its keys, padding masked.
-        let cn = self.norm1_context.forward(gpu, step.caption)?; // [B, L, D_cap]
-        let l = cn.shape()[1];
-        let k2 = self.norm_k2.forward(gpu, &self.k2.forward(gpu, &cn)?)?; // [B, L, kv_heads·dh]
-        let v2 = self.v2.forward(gpu, &cn)?; // [B, L, kv_heads·dh]
+        let l = step.caption.shape()[1];
+        let cn = std::cell::OnceCell::new();
+        let normed = || -> Result<Tensor> {
+            if let Some(t) = cn.get() {
+                return Ok(Tensor::clone(t));
+            }
+            let t = self.norm1_context.forward(gpu, step.caption)?; // [B, L, D_cap]
+            Ok(cn.get_or_init(|| t).clone())
+        };
+        let caption_k = || self.norm_k2.forward(gpu, &self.k2.forward(gpu, &normed()?)?);
+        let caption_v = || self.v2.forward(gpu, &normed()?);
+        let (k2, v2) = match step.memo {
+            Some(memo) => (
+                memo.get_or_compute(("lumina caption keys", index), caption_k)?,
+                memo.get_or_compute(("lumina caption values", index), caption_v)?,
+            ),
+            None => (caption_k()?, caption_v()?),
+        }; // [B, L, kv_heads·dh] each
         let q2_own;
         let q2 = match &self.q2 {
             None => &q,

@@ -163,11 +163,12 @@ impl LuminaTransformer {
             sin: &sin,
             self_scale: self.self_attention_scale(n)?,
             tokens: &tokens,
+            memo: call.memo,
         };
         drop(region);
         let region = gpu.region("layer");
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(gpu, &x, &step, call.cache.map(|c| &c.layers[i]))?;
+            x = layer.forward(gpu, i, &x, &step, call.cache.map(|c| &c.layers[i]))?;
         }
 
         // 5. LayerNorm (no affine) × (1 + scale), projection, unpatchify

@@ -16,7 +16,7 @@ use crate::kernels::modulate::Chunk;
 use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::unpatchify;
 use crate::kernels::rows::{gather, scatter};
-use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
+use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache, RunMemo};
 use crate::models::Family;
 use crate::nn::Linear;
 use crate::weights::Weights;
@@ -96,7 +96,7 @@ impl Sd3Transformer {
     /// One dense denoiser call: the predicted velocity `[B, C_out, H, W]`.
     pub fn forward(&self, gpu: &Gpu, inputs: &Sd3Inputs) -> Result<Tensor> {
         let (b, n, l) = self.token_counts(inputs)?;
-        self.forward_planned(gpu, inputs, &TokenPlan::dense(gpu, b, n, l)?, None)
+        self.forward_planned(gpu, inputs, &TokenPlan::dense(gpu, b, n, l)?, None, None)
     }
 
     /// `(batch, image tokens, text tokens)` of a call, after checking the inputs.
@@ -110,7 +110,8 @@ impl Sd3Transformer {
     }
 
     /// A denoiser call computing only the image tokens `plan` names (all of
-    /// them on dense steps), with keys and values in `cache` when given.
+    /// them on dense steps), with keys and values in `cache` when given and
+    /// the projected text tokens kept in `memo` across a run's steps.
     /// Output rows of tokens not computed are left unwritten.
     pub fn forward_planned(
         &self,
@@ -118,6 +119,7 @@ impl Sd3Transformer {
         inputs: &Sd3Inputs,
         plan: &TokenPlan,
         cache: Option<&KvCache>,
+        memo: Option<&RunMemo>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, n, l) = self.token_counts(inputs)?;
@@ -140,7 +142,11 @@ impl Sd3Transformer {
             .forward(gpu, inputs.timestep, inputs.pooled_projections)?; // [B, D]
         let cond = unary(gpu, Unary::Silu, &temb)?; // [B, D]
                                                     // 3. text tokens
-        let mut c = self.context_embedder.forward(gpu, inputs.encoder_hidden_states)?; // [B, L, D]
+        let embed_text = || self.context_embedder.forward(gpu, inputs.encoder_hidden_states);
+        let mut c = match memo {
+            Some(memo) => memo.get_or_compute(("context_embedder", 0), embed_text)?,
+            None => embed_text()?,
+        }; // [B, L, D]
         let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
                                                                           // 4. joint blocks
         drop(region);
@@ -296,6 +302,6 @@ impl Dit for Sd3Transformer {
             Some(active) => TokenPlan::sparse(gpu, n, l, active)?,
             None => TokenPlan::dense(gpu, b, n, l)?,
         };
-        self.forward_planned(gpu, &inputs, &plan, call.cache)
+        self.forward_planned(gpu, &inputs, &plan, call.cache, call.memo)
     }
 }
