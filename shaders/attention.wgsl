@@ -78,8 +78,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> qs: array<f32>;
-@group(0) @binding(1) var<storage, read> ks: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> vs: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> ks: array<vec4<KV_T>>;
+@group(0) @binding(2) var<storage, read> vs: array<vec4<KV_T>>;
 @group(0) @binding(3) var<storage, read> key_bias: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -105,18 +105,18 @@ fn assemble(lo: vec4<f32>, hi: vec4<f32>, e: u32, c: u32) -> vec4<f32> {
 // Dims 4c .. 4c+3 of the K (V) row that starts at element r.
 fn k_chunk(r: u32, c: u32) -> vec4<f32> {
     if ALIGNED != 0u {
-        return ks[r / 4u + c];
+        return vec4<f32>(ks[r / 4u + c]);
     }
     let e = r + 4u * c;
-    return assemble(ks[e / 4u], ks[e / 4u + 1u], e, c);
+    return assemble(vec4<f32>(ks[e / 4u]), vec4<f32>(ks[e / 4u + 1u]), e, c);
 }
 
 fn v_chunk(r: u32, c: u32) -> vec4<f32> {
     if ALIGNED != 0u {
-        return vs[r / 4u + c];
+        return vec4<f32>(vs[r / 4u + c]);
     }
     let e = r + 4u * c;
-    return assemble(vs[e / 4u], vs[e / 4u + 1u], e, c);
+    return assemble(vec4<f32>(vs[e / 4u]), vec4<f32>(vs[e / 4u + 1u]), e, c);
 }
 
 // Chunk c of 4 keys: column k holds dims 4c .. 4c+3 of key k.

@@ -6,7 +6,8 @@
 //   (same dtype, ignored unless has_bias), 3 in_idx [M] u32, 4 out_idx [M]
 //   u32 (each ignored unless flagged), 5 residual [*, N_total] f32 and
 //   6 emb [B, emb_stride] f32 (read by the gated epilogues only), 7 out
-//   [*, N_total] f32, 8 params.
+//   [*, N_total] in OUT_T (f32, or f16 for a half-precision K/V cache),
+//   8 params.
 //
 // EPILOGUE, applied to y = x·wᵀ + bias before the store (fusing what would
 // otherwise be a separate elementwise pass over the output):
@@ -41,7 +42,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> out_idx: array<u32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read> emb: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<OUT_T>;
 @group(0) @binding(8) var<uniform> p: Params;
 
 // Input row of logical row m (clamped to a valid row past the edge).
@@ -79,5 +80,5 @@ fn store(m: u32, n: u32, acc: f32) {
         }
         y = residual[o] + gate * y;
     }
-    out[o] = y;
+    out[o] = OUT_T(y);
 }

@@ -4,7 +4,7 @@
 //   gather  (entry `gather`):  out[i, :] = src[idx[i] - row_start, :]  for rows of
 //           this source chunk (row_start <= idx[i] < row_start + src_rows); other
 //           rows are left for the launch over the chunk that holds them.
-//           src may be f32, f16 or bf16 (SRC_DTYPE); out is f32.
+//           src may be f32, f16 or bf16 (SRC_DTYPE); out is f32 or f16 (DST_T).
 //   scatter (entry `scatter`): out[idx[i], :] = src[i, :]; rows not named by
 //           idx are untouched (out is updated in place).
 //
@@ -22,7 +22,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read> idx: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<DST_T>;
 @group(0) @binding(3) var<uniform> p: Params;
 
 fn src_at(i: u32) -> f32 {
@@ -40,7 +40,7 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if row < p.row_start || row - p.row_start >= p.src_rows {
         return;
     }
-    out[i] = src_at((row - p.row_start) * p.d + i % p.d);
+    out[i] = DST_T(src_at((row - p.row_start) * p.d + i % p.d));
 }
 
 @compute @workgroup_size(256)
@@ -50,5 +50,5 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if i >= p.total {
         return;
     }
-    out[idx[i / p.d] * p.d + i % p.d] = src_at(i);
+    out[idx[i / p.d] * p.d + i % p.d] = DST_T(src_at(i));
 }

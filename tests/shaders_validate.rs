@@ -26,7 +26,7 @@ fn every_shader_parses_and_validates() {
         for k in *kernels {
             let (_, source) = sources
                 .iter()
-                .find(|(path, _)| *path == format!("shaders/{k}.wgsl"))
+                .find(|(path, _)| path.split(' ').next() == Some(&format!("shaders/{k}.wgsl")))
                 .unwrap_or_else(|| panic!("{k} of fragment {fragment} is not a kernel"));
             assert!(
                 source.contains(&format!("shaders/{fragment}.wgsl")),
@@ -34,13 +34,22 @@ fn every_shader_parses_and_validates() {
             );
         }
     }
-    // Template kernels come once per value.
-    for (kernel, token, values) in ras::gpu::TEMPLATES {
-        for v in *values {
-            let name = format!("shaders/{kernel}.wgsl [{token}={v}]");
+    // Template kernels come once per value of each token (and storage
+    // types once as f32 and once as f16).
+    let templates = ras::gpu::TEMPLATES.iter().map(|&(k, t, v)| (k, t, v)).chain(
+        ras::gpu::STORAGE_TYPES
+            .iter()
+            .map(|&(k, t)| (k, t, &[0u32, 1][..])),
+    );
+    for (kernel, token, values) in templates {
+        for v in values {
+            let file = format!("shaders/{kernel}.wgsl");
+            let setting = format!("{token}={v}");
             assert!(
-                sources.iter().any(|(path, _)| *path == name),
-                "{name} is not validated"
+                sources
+                    .iter()
+                    .any(|(path, _)| path.starts_with(&file) && path.contains(&setting)),
+                "{file} with {setting} is not validated"
             );
         }
     }

@@ -16,7 +16,7 @@ pub use context::{Capabilities, Gpu, GpuOptions};
 pub use pipelines::Kernel;
 pub use pool::MemoryStats;
 pub use profiler::{Cost, Counters, Profile, Record, ScopeGuard, StepCount, Timer};
-pub use shaders::{all_sources, FRAGMENTS, TEMPLATES};
+pub use shaders::{all_sources, FRAGMENTS, STORAGE_TYPES, TEMPLATES};
 pub use tensor::{Arg, DType, Tensor};
 pub use variant::{Choice, Variant, Variants};
 

@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use super::elementwise::scale;
 use super::linear::linear;
 use super::rows::{gather, scatter, Indices};
-use super::{expect_dtype, groups, u32_of};
+use super::{expect_dtype, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
 
@@ -110,7 +110,7 @@ impl<'a> HeadsView<'a> {
     }
 
     fn check(&self, name: &str) -> Result<()> {
-        expect_dtype(OP, self.tensor, &[DType::F32])?;
+        expect_dtype(OP, self.tensor, &[DType::F32, DType::F16])?;
         let dims = [self.batch, self.len, self.heads, self.head_dim];
         if dims.contains(&0) {
             return Err(Error::shape(
@@ -223,6 +223,14 @@ pub fn attention_views_with(
     q.check("q")?;
     k.check("k")?;
     v.check("v")?;
+    expect_dtype(OP, q.tensor, &[DType::F32])?;
+    if k.tensor.dtype() != v.tensor.dtype() {
+        return Err(Error::DType {
+            op: OP,
+            dtype: v.tensor.dtype().name().into(),
+            message: format!("keys are {} but values are not", k.tensor.dtype().name()),
+        });
+    }
     let dims = |x: &HeadsView| [x.batch, x.len, x.heads, x.head_dim];
     if (k.batch, k.len, k.heads, k.head_dim) != (v.batch, v.len, v.heads, v.head_dim) {
         return Err(Error::shape(
@@ -313,6 +321,7 @@ pub fn attention_views_with(
     let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], DType::F32)?;
     let kernel = Kernel::new("attention")
         .template("MAX_D_PLACEHOLDER", MAX_HEAD_DIM as u32)
+        .template("KV_T", storage_type(gpu, OP, k.tensor)?)
         .constant("D", q.head_dim as u32)
         .constant("WG", WG as u32)
         .constant("KEY_BIASED", key_bias.is_some() as u32)
@@ -330,10 +339,11 @@ pub fn attention_views_with(
         None => q.tensor.arg()?,
     };
     // Q, K, V and the output each cross memory once at least.
-    let elems = q.batch * (q.len * q.heads + 2 * k.len * k.heads) * q.head_dim + out.numel();
+    let kv_bytes = k.tensor.dtype().bytes(2 * q.batch * k.len * k.heads * q.head_dim);
+    let bytes = 4 * (q.batch * q.len * q.heads * q.head_dim + out.numel()) as u64 + kv_bytes;
     let cost = Cost::new(
         attention_flops(q.batch, q.len, k.len, q.heads, q.head_dim),
-        4.0 * elems as f64,
+        bytes as f64,
     );
     gpu.dispatch_costed(
         &kernel,

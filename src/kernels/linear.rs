@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use super::modulate::Chunk;
 use super::rows::Indices;
 use super::variant::{missing_features, variants};
-use super::{dtype_code, groups, u32_of};
+use super::{dtype_code, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor, Variant};
 
@@ -74,10 +74,18 @@ pub struct LinearOptions<'a> {
 }
 
 /// The shader of `variant` for these weights, and its output tile edge.
-fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize, epilogue: u32) -> Result<(Kernel, usize)> {
+fn kernel(
+    gpu: &Gpu,
+    variant: Variant,
+    w_dtype: u32,
+    k: usize,
+    epilogue: u32,
+    out: &Tensor,
+) -> Result<(Kernel, usize)> {
     // The wide-load paths need every row to start on a 4-element boundary.
     let aligned = k.is_multiple_of(4) as u32;
-    Ok(match variant {
+    let out_type = storage_type(gpu, OP, out)?;
+    let (kernel, tile) = match variant {
         // 8×8 invocations × 4×4 outputs.
         Variant::Portable => (
             Kernel::new("linear")
@@ -108,7 +116,8 @@ fn kernel(gpu: &Gpu, variant: Variant, w_dtype: u32, k: usize, epilogue: u32) ->
                 64,
             )
         }
-    })
+    };
+    Ok((kernel.template("OUT_T", out_type), tile))
 }
 
 /// Row routing for [`linear_into`]: logical row `m` reads input row
@@ -133,14 +142,19 @@ pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
 }
 
 fn check(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, out: &Tensor) -> Result<(usize, usize)> {
-    for (what, t) in [("activations", x), ("output", out)] {
-        if t.dtype() != DType::F32 {
-            return Err(Error::DType {
-                op: OP,
-                dtype: t.dtype().name().into(),
-                message: format!("{what} must be f32"),
-            });
-        }
+    if x.dtype() != DType::F32 {
+        return Err(Error::DType {
+            op: OP,
+            dtype: x.dtype().name().into(),
+            message: "activations must be f32".into(),
+        });
+    }
+    if !matches!(out.dtype(), DType::F32 | DType::F16) {
+        return Err(Error::DType {
+            op: OP,
+            dtype: out.dtype().name().into(),
+            message: "the output must be f32 or f16".into(),
+        });
     }
     let k = x.cols();
     let &[n, wk] = weight.shape() else {
@@ -310,7 +324,7 @@ pub fn linear_into_variant(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let (kernel, tile) = kernel(gpu, variant, code, k, epilogue.code())?;
+    let (kernel, tile) = kernel(gpu, variant, code, k, epilogue.code(), out)?;
     let in_idx = rows.input.map_or(x, Indices::tensor);
     let out_idx = rows.output.map_or(x, Indices::tensor);
     // Unused bindings take any buffer that is not the output.
@@ -351,7 +365,8 @@ pub fn linear_into_variant(
             emb.arg()?,
         ];
         let wg = groups(m.div_ceil(tile) * tiles_n, 1)?;
-        let bytes = 4 * m * k + weight.dtype().bytes(chunk_rows * k) as usize + 4 * m * chunk_rows;
+        let bytes =
+            4 * m * k + (weight.dtype().bytes(chunk_rows * k) + out.dtype().bytes(m * chunk_rows)) as usize;
         let cost = Cost::new(linear_flops(m, chunk_rows, k), bytes as f64);
         gpu.dispatch_costed(
             &kernel,

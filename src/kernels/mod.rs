@@ -17,7 +17,7 @@ pub mod upsample;
 pub mod variant;
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
 
 /// Workgroups needed to cover `n` items with `per_group` items each.
 pub(crate) fn groups(n: usize, per_group: usize) -> Result<u32> {
@@ -42,6 +42,23 @@ pub(crate) fn expect_dtype(op: &'static str, t: &Tensor, allowed: &[DType]) -> R
             allowed.iter().map(|d| d.name()).collect::<Vec<_>>()
         ),
     })
+}
+
+/// Value of a storage-type template token (`gpu::STORAGE_TYPES`) for an
+/// activation tensor: 0 for f32, 1 for f16 (where the device has shader-f16).
+pub(crate) fn storage_type(gpu: &Gpu, op: &'static str, t: &Tensor) -> Result<u32> {
+    expect_dtype(op, t, &[DType::F32, DType::F16])?;
+    if t.dtype() == DType::F32 {
+        return Ok(0);
+    }
+    if !gpu.capabilities().shader_f16 {
+        return Err(Error::DType {
+            op,
+            dtype: "f16".into(),
+            message: "f16 activations need the shader-f16 feature, which this adapter lacks; use f32".into(),
+        });
+    }
+    Ok(1)
 }
 
 /// Shader code of a dtype in `decode()` (shaders/common.wgsl).

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dtype_code, groups, u32_of};
+use super::{dtype_code, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
 
@@ -73,7 +73,10 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
     if idx.is_empty() || d == 0 {
         return Ok(out);
     }
-    let kernel = Kernel::new("rows").entry("gather").constant("SRC_DTYPE", code);
+    let kernel = Kernel::new("rows")
+        .entry("gather")
+        .template("DST_T", 0)
+        .constant("SRC_DTYPE", code);
     let mut row_start = 0;
     for c in 0..src.num_chunks() {
         let params = RowsParams {
@@ -107,13 +110,14 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
 /// distinct (which duplicate wins is unspecified).
 pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<()> {
     const OP: &str = "scatter";
-    if src.dtype() != DType::F32 || dst.dtype() != DType::F32 {
+    if src.dtype() != DType::F32 {
         return Err(Error::DType {
             op: OP,
             dtype: src.dtype().name().into(),
-            message: "scatter works on f32".into(),
+            message: "scatter reads f32 rows".into(),
         });
     }
+    let dst_type = storage_type(gpu, OP, dst)?;
     let d = dst.cols();
     if src.shape() != [idx.len(), d] {
         return Err(Error::shape(
@@ -131,8 +135,14 @@ pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<(
         row_start: 0,
         src_rows: 0,
     };
-    let kernel = Kernel::new("rows").entry("scatter").constant("SRC_DTYPE", 0);
-    let cost = Cost::new(0.0, (8 * idx.len() * d + 4 * idx.len()) as f64);
+    let kernel = Kernel::new("rows")
+        .entry("scatter")
+        .template("DST_T", dst_type)
+        .constant("SRC_DTYPE", 0);
+    let cost = Cost::new(
+        0.0,
+        (4 * idx.len() * (d + 1)) as f64 + dst.dtype().bytes(idx.len() * d) as f64,
+    );
     gpu.dispatch_costed(
         &kernel,
         &[src.arg()?, idx.tensor.arg()?],

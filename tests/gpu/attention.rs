@@ -417,3 +417,48 @@ fn attention_wide_heads_grouped_causal_masked() {
         },
     );
 }
+
+/// K and V stored as f16 (a half-precision K/V cache): equal to the f32
+/// reference on the f16-rounded values, in aligned and unaligned views.
+#[test]
+fn attention_f16_keys_and_values() {
+    use ras::gpu::DType;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let half = |x: &[f32]| -> (Vec<u8>, Vec<f32>) {
+        let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+        (
+            bytemuck::cast_slice(&h).to_vec(),
+            h.iter().map(|v| v.to_f32()).collect(),
+        )
+    };
+    for n in [dims(2, 37, 45, 4, 2, 64), dims(1, 9, 70, 3, 3, 18)] {
+        let q = randn(&mut rng, n.b * n.lq * n.hq * n.d);
+        let (kb, k) = half(&randn(&mut rng, n.b * n.lk * n.hkv * n.d));
+        let (vb, v) = half(&randn(&mut rng, n.b * n.lk * n.hkv * n.d));
+        let shape = [n.b, n.lk, n.hkv, n.d];
+        let qt = gpu.upload_f32(&q, &[n.b, n.lq, n.hq, n.d]).unwrap();
+        let kt = gpu.upload_weight(&kb, &shape, DType::F16).unwrap();
+        let vt = gpu.upload_weight(&vb, &shape, DType::F16).unwrap();
+        let scale = 1.0 / (n.d as f32).sqrt();
+        let out = attention::attention(&gpu, &qt, &kt, &vt, None, scale).unwrap();
+        let want = reference::attention(&q, &k, &v, None, n, scale);
+        check(
+            &format!("attention f16 K/V {n:?}"),
+            &gpu.read_f32(&out).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
+        // Mixed key and value types are refused.
+        let vf = gpu.upload_f32(&v, &shape).unwrap();
+        let err = attention::attention(&gpu, &qt, &kt, &vf, None, scale)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keys are f16 but values are not"), "{err}");
+    }
+}

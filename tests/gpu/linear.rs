@@ -368,3 +368,47 @@ fn linear_epilogues_match_the_separate_ops() {
         .to_string();
     assert!(err.contains("needs emb [B, 210]"), "{err}");
 }
+
+/// An f16 output (K/V rows written straight into a half-precision cache)
+/// on every runnable variant: the f32 result rounded once.
+#[test]
+fn linear_into_f16_output() {
+    use ras::kernels::rows::Indices;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (m, n, k, rows) = (29, 67, 45, 40);
+    let x = randn(&mut rng, m * k);
+    let w = randn(&mut rng, n * k);
+    let b = randn(&mut rng, n);
+    let xt = gpu.upload_f32(&x, &[m, k]).unwrap();
+    let wt = weight(&gpu, &w, &[n, k], DType::F16);
+    let bt = weight(&gpu, &b, &[n], DType::F16);
+    let dst: Vec<u32> = (0..m as u32).map(|r| (r * 11 + 3) % rows as u32).collect();
+    let di = Indices::upload(&gpu, &dst).unwrap();
+    let (wr, br) = (encode(&w, DType::F16).1, encode(&b, DType::F16).1);
+    let full = reference::linear::linear(&x, &wr, Some(&br), m, n, k);
+    for variant in runnable(&gpu) {
+        let out = gpu
+            .upload_weight(&vec![0u8; rows * n * 2], &[rows, n], DType::F16)
+            .unwrap();
+        let options = LinearOptions {
+            rows: Rows {
+                input: None,
+                output: Some(&di),
+            },
+            ..Default::default()
+        };
+        linear_into_variant(&gpu, &xt, &wt, Some(&bt), &out, options, variant).unwrap();
+        let mut want = vec![0.0; rows * n];
+        for (r, &d) in dst.iter().enumerate() {
+            want[d as usize * n..][..n].copy_from_slice(&full[r * n..][..n]);
+        }
+        let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-3 };
+        let what = format!("linear {} into f16", variant.name());
+        check(&what, &gpu.read_f32(&out).unwrap(), &want, tol, seed);
+    }
+}

@@ -87,3 +87,32 @@ fn gather_from_a_reshaped_view() {
     let out = gpu.read_f32(&gather(&gpu, &t, &idx).unwrap()).unwrap();
     assert_eq!(out, reference::gather(&x, 4, &[5, 0, 3]));
 }
+
+/// Scattering f32 rows into an f16 tensor (a half-precision K/V cache)
+/// rounds them to f16 and leaves the other rows alone.
+#[test]
+fn scatter_into_f16() {
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (rows, d) = (41, 37);
+    let before: Vec<half::f16> = randn(&mut rng, rows * d)
+        .iter()
+        .map(|&v| half::f16::from_f32(v))
+        .collect();
+    let dst = gpu
+        .upload_weight(bytemuck::cast_slice(&before), &[rows, d], DType::F16)
+        .unwrap();
+    let src = randn(&mut rng, 5 * d);
+    let picked = [40u32, 3, 17, 0, 22];
+    let st = gpu.upload_f32(&src, &[5, d]).unwrap();
+    scatter(&gpu, &st, &Indices::upload(&gpu, &picked).unwrap(), &dst).unwrap();
+    let mut want: Vec<f32> = before.iter().map(|v| v.to_f32()).collect();
+    let rounded: Vec<f32> = src.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    reference::scatter(&rounded, d, &picked, &mut want);
+    let got = gpu.read_f32(&dst).unwrap();
+    assert_eq!(got, want, "scatter into f16 (seed {seed})");
+}
