@@ -114,3 +114,47 @@ fn demo_model_at_ratio_one_is_dense() {
     let c = compare(&mut pipeline, &req, &RasConfig::dense(8)).unwrap();
     assert_eq!(c.dense.generation.images[0], c.ras.generation.images[0]);
 }
+
+/// The RAS K/V cache in f16 changes the demo model's images by no more than
+/// SSIM 0.99 against the f32 cache, over several prompts at the default
+/// RAS settings.
+#[test]
+fn demo_model_f16_cache_matches_f32() {
+    use ras::eval::compare::ssim;
+    use ras::models::Precision;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let options = PipelineOptions {
+        keep_loaded: true,
+        ..Default::default()
+    };
+    let mut pipeline = Pipeline::load(&gpu, DEMO_MODEL, options).unwrap();
+    let prompts = [
+        "a red circle on a blue background",
+        "a small yellow square in the top left corner",
+        "two green triangles on a white background",
+    ];
+    for (i, prompt) in prompts.iter().enumerate() {
+        let mut req = request(prompt, 100 + i as u64);
+        req.ras = RasConfig::sd3_example(STEPS);
+        let f32_image = pipeline
+            .generate(&req, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        req.precision = Precision::F16;
+        let f16_image = pipeline
+            .generate(&req, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        let s = ssim(&f32_image.images[0], &f16_image.images[0]).unwrap();
+        eprintln!("{prompt}: SSIM f16 cache vs f32 {s:.5}");
+        assert!(s >= 0.99, "{prompt}: SSIM {s:.4} < 0.99");
+        assert!(
+            f16_image.kv_cache_bytes * 2 == f32_image.kv_cache_bytes,
+            "the f16 cache holds {} bytes, the f32 one {}",
+            f16_image.kv_cache_bytes,
+            f32_image.kv_cache_bytes
+        );
+    }
+}

@@ -21,6 +21,11 @@ fn fixture(case: &str) -> PathBuf {
 /// `ras sample` on a fixture folder with the steps, guidance, shift and RAS
 /// flags of its case.json.
 fn run_sample(case: &str, out: &Path) {
+    run_sample_with(case, &[], out)
+}
+
+/// [`run_sample`] with more flags.
+fn run_sample_with(case: &str, extra: &[&str], out: &Path) {
     let dir = fixture(case);
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
@@ -38,7 +43,7 @@ fn run_sample(case: &str, out: &Path) {
         let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
         cmd.arg(flag).arg(value);
     }
-    cmd.arg("--output").arg(out).arg("--save-active");
+    cmd.arg("--output").arg(out).arg("--save-active").args(extra);
     let run = cmd.env("RUST_BACKTRACE", "0").output().unwrap();
     assert!(
         run.status.success(),
@@ -121,4 +126,27 @@ fn a_ras_step_without_tokens_is_an_error() {
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(err.contains("RAS step 9 would compute no image token"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--precision f16` (the K/V cache in f16) stays within 1e-2 of the f32
+/// run on Lumina too (grouped K/V heads, keys after RoPE).
+#[test]
+fn lumina_f16_cache_stays_close_to_f32() {
+    let gpu = ras::gpu::Gpu::new(&Default::default()).expect("a GPU adapter");
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    drop(gpu);
+    let tmp = tempfile::tempdir().unwrap();
+    let case = "std_hr05_dynamic_end_starve_b2";
+    let (a, b) = (
+        tmp.path().join("f32.safetensors"),
+        tmp.path().join("f16.safetensors"),
+    );
+    run_sample(case, &a);
+    run_sample_with(case, &["--precision", "f16"], &b);
+    let err = rel_err(&latents(&b).0, &latents(&a).0);
+    eprintln!("{case}: f16 cache vs f32 {err:.3e}");
+    assert!(err < 1e-2 && err > 0.0, "{case}: {err:.3e}");
 }

@@ -242,3 +242,36 @@ fn ratio_one_is_exactly_dense() {
         "RAS at 0.5 must differ from dense"
     );
 }
+
+/// `--precision f16` (the K/V cache in f16) stays within 1e-2 of the f32
+/// run and of diffusers' reference run.
+#[test]
+fn f16_cache_stays_close_to_f32() {
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    drop(gpu);
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["std_hr03_static_nonsquare_b2", "l2_hr1_dynamic_square_b1"] {
+        let f32_run = run_sample(case, &[], &tmp.path().join(format!("{case}-f32.safetensors")));
+        let f16_run = run_sample(
+            case,
+            &["--precision", "f16"],
+            &tmp.path().join(format!("{case}-f16.safetensors")),
+        );
+        let want = latents(&ras_fixture(case).join("expected.safetensors"));
+        let (a, b) = (latents(&f32_run), latents(&f16_run));
+        let (vs_f32, vs_ref) = (rel_err(&b, &a), rel_err(&b, &want));
+        eprintln!("{case}: f16 cache vs f32 {vs_f32:.3e}, vs reference {vs_ref:.3e}");
+        assert!(
+            vs_f32 < 1e-2 && vs_ref < 1e-2,
+            "{case}: {vs_f32:.3e} / {vs_ref:.3e}"
+        );
+        assert!(
+            vs_f32 > 0.0,
+            "{case}: the f16 run is bit-identical; was the flag ignored?"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::gpu::{DType, Gpu, Profile};
 use crate::models::lumina::{LuminaConfig, LuminaTransformer};
 use crate::models::sd3::{Sd3Config, Sd3Transformer};
-use crate::models::{Conditioning, Dit, Family};
+use crate::models::{Conditioning, Dit, Family, Precision};
 use crate::pipeline::{defaults, ras_defaults, sample, SampleRequest};
 use crate::ras::{RasConfig, StepKind};
 use crate::weights::Weights;
@@ -37,6 +37,7 @@ pub struct RasBenchConfig {
     pub ratios: Vec<f64>,
     /// Run each loop a second time under the kernel profiler.
     pub profile: bool,
+    pub precision: Precision,
 }
 
 impl RasBenchConfig {
@@ -141,6 +142,7 @@ pub fn bench_ras(
             guidance: if cfg.cfg { family.guidance } else { 1.0 },
             shift: family.shift,
             ras: ras.clone(),
+            precision: cfg.precision,
         };
         let mut token_steps = 0;
         let (mut ras_steps, mut ras_fraction) = (0, 0.0);

@@ -1,5 +1,6 @@
 //! `ras bench`: kernel, transformer and RAS timings on the selected adapter.
 
+use crate::cli::ras_args::PrecisionArg;
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 use ras::bench::profile::render;
@@ -68,6 +69,9 @@ pub enum BenchWhat {
         /// dense step's).
         #[arg(long)]
         profile: bool,
+        /// f16 keeps the K/V cache in f16 (needs shader-f16).
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: PrecisionArg,
     },
     /// One dense SD3 transformer forward at SD3-medium widths (1536 wide,
     /// 24 heads × 64) with synthetic f16 weights and 333 text tokens.
@@ -126,6 +130,7 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
             no_cfg,
             ratios,
             profile,
+            precision,
         } => {
             let family = model.family();
             let steps = steps.unwrap_or(defaults(family).steps);
@@ -137,6 +142,7 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
                 cfg: !no_cfg,
                 ratios,
                 profile,
+                precision: precision.precision(),
             };
             println!(
                 "{}: {layers} layers, {size}px ({} image + {} text tokens), {steps} steps, cfg {}",

@@ -117,6 +117,7 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
     req.seed = args.seed;
     req.num_images = args.num_images.unwrap_or(1);
     req.max_sequence_length = args.max_sequence_length;
+    req.precision = args.ras.precision.precision();
     req.ras = args.ras.config(
         req.steps,
         pipeline.image_tokens(&req),

@@ -3,6 +3,7 @@
 
 use clap::{Args, ValueEnum};
 use ras::kernels::metric::Metric;
+use ras::models::Precision;
 use ras::ras::RasConfig;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -13,8 +14,31 @@ pub enum MetricArg {
     L2norm,
 }
 
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum PrecisionArg {
+    /// Everything in f32 (the reference).
+    #[default]
+    F32,
+    /// The RAS K/V cache in f16: half its memory, attention still
+    /// accumulates in f32 (needs an adapter with shader-f16).
+    F16,
+}
+
+impl PrecisionArg {
+    pub fn precision(self) -> Precision {
+        match self {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F16 => Precision::F16,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RasArgs {
+    /// Numeric precision: f32, or f16 for the RAS K/V cache (activations
+    /// stay f32 for now).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
     /// Fraction of image tokens computed on RAS steps, in (0, 1]. 1 is plain
     /// dense sampling.
     #[arg(long = "sample-ratio", alias = "sample_ratio", default_value_t = 0.5)]

@@ -62,6 +62,7 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &SampleArgs) -> Result<()> {
         ras: args
             .ras
             .config(steps, tokens, ras_defaults(family, steps, tokens))?,
+        precision: args.ras.precision.precision(),
         save_active: args.save_active,
     };
     let cache = sample_files(gpu, model.as_ref(), &job, |s| {

@@ -6,7 +6,7 @@
 //! implements it, never a copy of the loop (`pipeline::sample`).
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
 use crate::models::Family;
 
 /// The text side of a call, for every batch row. Each model reads the
@@ -75,6 +75,33 @@ impl RunMemo {
     }
 }
 
+/// Numeric precision of a run. `F16` keeps the RAS K/V cache in f16 (half
+/// its memory; attention accumulates in f32) and needs an adapter with
+/// shader-f16; activations are f32 either way. `F32` is the reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    /// Element type of the K/V cache.
+    pub fn cache_dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 /// Per-layer keys and values of the image tokens (and whatever else the
 /// model keeps beside them), kept across the steps of one RAS generation
 /// (ras-spec §5.3). The layout of each tensor is the model's.
@@ -123,7 +150,14 @@ pub trait Dit {
     fn model_timestep(&self, t: f32) -> f32;
     /// An empty cache for `rows` batch rows of `n_img` image tokens with
     /// this conditioning.
-    fn kv_cache(&self, gpu: &Gpu, rows: usize, n_img: usize, cond: &Conditioning) -> Result<KvCache>;
+    fn kv_cache(
+        &self,
+        gpu: &Gpu,
+        rows: usize,
+        n_img: usize,
+        cond: &Conditioning,
+        dtype: DType,
+    ) -> Result<KvCache>;
     /// The prediction `[B, C_out, H, W]` (`C_out ≥ latent_channels`; extra
     /// channels, such as a learned variance, are ignored by the loop). On a
     /// sparse call the rows of tokens not computed may hold anything.

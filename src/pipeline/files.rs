@@ -8,7 +8,7 @@ use std::path::Path;
 use super::sample::{sample, SampleRequest, StepInfo};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::models::{Conditioning, Dit, DitCall};
+use crate::models::{Conditioning, Dit, DitCall, Precision};
 use crate::ras::RasConfig;
 use crate::weights::{load_f32, save, Values, Weights};
 
@@ -64,6 +64,7 @@ pub struct SampleFiles<'a> {
     pub guidance: f32,
     pub shift: f64,
     pub ras: RasConfig,
+    pub precision: Precision,
     /// Also write `active_step_{i}` [B, n_active] (i32) for every RAS step.
     pub save_active: bool,
 }
@@ -108,6 +109,7 @@ pub fn sample_files(
         guidance: job.guidance,
         shift: job.shift,
         ras: job.ras.clone(),
+        precision: job.precision,
     };
     let out = sample(gpu, model, &request, |s| {
         on_step(s);

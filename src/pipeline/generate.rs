@@ -10,7 +10,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::models::lumina::LuminaConfig;
 use crate::models::sd3::Sd3Config;
 use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
-use crate::models::{load_transformer, Conditioning, Dit, Family};
+use crate::models::{load_transformer, Conditioning, Dit, Family, Precision};
 use crate::ras::RasConfig;
 use crate::sampling::{gaussian_noise, SchedulerConfig};
 
@@ -43,6 +43,8 @@ pub struct GenerateRequest {
     /// T5 tokens (diffusers' `max_sequence_length`).
     pub max_sequence_length: usize,
     pub ras: RasConfig,
+    /// `F16` keeps the RAS K/V cache in f16 (needs shader-f16).
+    pub precision: Precision,
     /// `[num_images, C, H/f, W/f]` values replacing the seeded noise.
     pub latents_init: Option<Vec<f32>>,
 }
@@ -62,6 +64,7 @@ impl GenerateRequest {
             num_images: 1,
             max_sequence_length: 256,
             ras: RasConfig::sd3_example(28),
+            precision: Precision::F32,
             latents_init: None,
         }
     }
@@ -319,6 +322,7 @@ impl Pipeline {
             guidance: req.guidance,
             shift: self.scheduler.shift,
             ras: req.ras.clone(),
+            precision: req.precision,
         };
         let denoiser = Denoiser::new(&self.gpu, transformer.as_ref(), &request)?;
         Ok(Job::new(self, transformer, denoiser))

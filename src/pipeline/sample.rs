@@ -12,7 +12,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metric::region_metric;
 use crate::kernels::rows::{scatter, Indices};
 use crate::kernels::sampler::{euler_step, Combine, Merge};
-use crate::models::{Conditioning, Dit, DitCall, KvCache, RunMemo};
+use crate::models::{Conditioning, Dit, DitCall, KvCache, Precision, RunMemo};
 use crate::ras::{Planner, RasConfig, Schedule, StepKind};
 use crate::sampling::FlowMatchEuler;
 
@@ -30,6 +30,7 @@ pub struct SampleRequest<'a> {
     /// Flow-match timestep shift (3.0 for SD3).
     pub shift: f64,
     pub ras: RasConfig,
+    pub precision: Precision,
 }
 
 /// What happened at one step, for progress display.
@@ -121,6 +122,7 @@ pub struct Denoiser {
     schedule: Schedule,
     planner: Planner,
     cache: Option<KvCache>,
+    precision: Precision,
     /// The model's conditioning-only values, kept across steps.
     memo: RunMemo,
     /// `(v̂ of the last step, dropped mask)` for the next RAS step's merge.
@@ -162,6 +164,12 @@ impl Denoiser {
         } else {
             req.cond.clone()
         };
+        if req.precision == Precision::F16 && !gpu.capabilities().shader_f16 {
+            return Err(Error::Invalid(format!(
+                "precision f16 needs the shader-f16 feature, which {} lacks; use f32",
+                gpu.adapter_name()
+            )));
+        }
         let n = (h / p) * (w / p);
         let schedule = Schedule::new(&req.ras, req.steps, n)?;
         Ok(Denoiser {
@@ -180,6 +188,7 @@ impl Denoiser {
             planner: Planner::new(&req.ras, schedule.clone(), b),
             schedule,
             cache: None,
+            precision: req.precision,
             memo: RunMemo::default(),
             merge_state: None,
             x: req.latents.clone(),
@@ -223,7 +232,7 @@ impl Denoiser {
         let (active, active_tokens) = match kind {
             StepKind::Dense { refresh } => {
                 if refresh && self.cache.is_none() {
-                    let cache = model.kv_cache(gpu, rows, n, &self.cond)?;
+                    let cache = model.kv_cache(gpu, rows, n, &self.cond, self.precision.cache_dtype())?;
                     self.kv_cache_bytes = self.kv_cache_bytes.max(cache.bytes());
                     self.cache = Some(cache);
                 }

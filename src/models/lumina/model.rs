@@ -109,9 +109,14 @@ impl LuminaTransformer {
     /// keys (normed and rotated) and values `[rows·N, kv_heads·head_dim]`
     /// in f32, kv heads un-repeated. Caption keys are never cached.
     pub fn kv_cache(&self, gpu: &Gpu, rows: usize, n_img: usize) -> Result<KvCache> {
+        self.kv_cache_in(gpu, rows, n_img, DType::F32)
+    }
+
+    /// [`kv_cache`](Self::kv_cache) in f32 or f16.
+    pub fn kv_cache_in(&self, gpu: &Gpu, rows: usize, n_img: usize, dtype: DType) -> Result<KvCache> {
         let shape = self.cache_shape(rows, n_img);
         let layers = (0..self.layers.len())
-            .map(|_| Ok((gpu.empty(&shape, DType::F32)?, gpu.empty(&shape, DType::F32)?)))
+            .map(|_| Ok((gpu.empty(&shape, dtype)?, gpu.empty(&shape, dtype)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache { layers })
     }
@@ -317,15 +322,17 @@ impl LuminaTransformer {
         };
         let shape = self.cache_shape(tokens.batch, tokens.n_img);
         let ok = cache.layers.len() == self.layers.len()
-            && cache
-                .layers
-                .iter()
-                .all(|(k, v)| k.shape() == shape && v.shape() == shape && k.dtype() == DType::F32);
+            && cache.layers.iter().all(|(k, v)| {
+                k.shape() == shape
+                    && v.shape() == shape
+                    && k.dtype() == v.dtype()
+                    && matches!(k.dtype(), DType::F32 | DType::F16)
+            });
         if !ok {
             return Err(Error::shape(
                 "lumina",
                 format!(
-                    "the K/V cache must hold {} layers of f32 [{}, {}] keys and values \
+                    "the K/V cache must hold {} layers of f32 or f16 [{}, {}] keys and values \
                      (make it with kv_cache for this batch and latent size)",
                     self.layers.len(),
                     shape[0],
@@ -388,8 +395,15 @@ impl Dit for LuminaTransformer {
         1.0 - t / 1000.0
     }
 
-    fn kv_cache(&self, gpu: &Gpu, rows: usize, n_img: usize, _cond: &Conditioning) -> Result<KvCache> {
-        LuminaTransformer::kv_cache(self, gpu, rows, n_img)
+    fn kv_cache(
+        &self,
+        gpu: &Gpu,
+        rows: usize,
+        n_img: usize,
+        _cond: &Conditioning,
+        dtype: DType,
+    ) -> Result<KvCache> {
+        self.kv_cache_in(gpu, rows, n_img, dtype)
     }
 
     fn forward(&self, gpu: &Gpu, call: &DitCall) -> Result<Tensor> {

@@ -213,9 +213,21 @@ impl Sd3Transformer {
     /// tokens: per layer, keys and values `[batch · (N + L), D]` in f32,
     /// image rows first, as the joint attention reads them.
     pub fn kv_cache(&self, gpu: &Gpu, batch: usize, n_img: usize, n_txt: usize) -> Result<KvCache> {
+        self.kv_cache_in(gpu, batch, n_img, n_txt, DType::F32)
+    }
+
+    /// [`kv_cache`](Self::kv_cache) in f32 or f16.
+    pub fn kv_cache_in(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        n_img: usize,
+        n_txt: usize,
+        dtype: DType,
+    ) -> Result<KvCache> {
         let shape = [batch * (n_img + n_txt), self.config.inner_dim()];
         let layers = (0..self.blocks.len())
-            .map(|_| Ok((gpu.empty(&shape, DType::F32)?, gpu.empty(&shape, DType::F32)?)))
+            .map(|_| Ok((gpu.empty(&shape, dtype)?, gpu.empty(&shape, dtype)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache { layers })
     }
@@ -280,8 +292,15 @@ impl Dit for Sd3Transformer {
         t
     }
 
-    fn kv_cache(&self, gpu: &Gpu, rows: usize, n_img: usize, cond: &Conditioning) -> Result<KvCache> {
-        Sd3Transformer::kv_cache(self, gpu, rows, n_img, cond.tokens.shape()[1])
+    fn kv_cache(
+        &self,
+        gpu: &Gpu,
+        rows: usize,
+        n_img: usize,
+        cond: &Conditioning,
+        dtype: DType,
+    ) -> Result<KvCache> {
+        self.kv_cache_in(gpu, rows, n_img, cond.tokens.shape()[1], dtype)
     }
 
     fn forward(&self, gpu: &Gpu, call: &DitCall) -> Result<Tensor> {
