@@ -136,7 +136,7 @@ fn call<'a>(
         cond: &i.cond,
         active,
         cache,
-        memo: None,
+        memo: Default::default(),
     }
 }
 
@@ -267,7 +267,7 @@ fn bad_calls_are_explained() {
         .forward(&gpu, &call(&i, None, Some(&cache)))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("must hold 3 layers of f32 [72, 24]"), "{err}");
+    assert!(err.contains("must hold 3 layers of f32 or f16 [72, 24]"), "{err}");
     let unsorted: Vec<Vec<u32>> = vec![vec![1, 0], vec![2, 3]];
     let cache = model.kv_cache(&gpu, 2, 36).unwrap();
     let err = model

@@ -88,7 +88,7 @@ fn sparse_forward_matches_dense_on_active_tokens() {
     let got = gpu
         .read_f32(
             &m.model
-                .forward_planned(&gpu, &inputs, &plan, Some(&cache), None)
+                .forward_planned(&gpu, &inputs, &plan, Some(&cache), Default::default())
                 .unwrap(),
         )
         .unwrap();
@@ -105,7 +105,10 @@ fn sparse_forward_matches_dense_on_active_tokens() {
             &inputs,
             &TokenPlan::dense(&gpu, b, n, l).unwrap(),
             Some(&cache),
-            Some(&memo),
+            ras::models::Memos {
+                run: Some(&memo),
+                step: None,
+            },
         )
         .unwrap();
     assert!(memo.bytes() > 0, "the dense step did not fill the memo");
@@ -120,7 +123,16 @@ fn sparse_forward_matches_dense_on_active_tokens() {
     let got = gpu
         .read_f32(
             &m.model
-                .forward_planned(&gpu, &inputs, &plan, Some(&cache), Some(&memo))
+                .forward_planned(
+                    &gpu,
+                    &inputs,
+                    &plan,
+                    Some(&cache),
+                    ras::models::Memos {
+                        run: Some(&memo),
+                        step: None,
+                    },
+                )
                 .unwrap(),
         )
         .unwrap();
@@ -272,6 +284,73 @@ fn f16_cache_stays_close_to_f32() {
         assert!(
             vs_f32 > 0.0,
             "{case}: the f16 run is bit-identical; was the flag ignored?"
+        );
+    }
+}
+
+/// `Dit::prepare` (what the loop submits while the previous step's scores
+/// come back) fills the step memo; the forward that reuses it gives the same
+/// prediction with fewer launches, on SD3 (with and without qk-norm) and
+/// on a sparse call.
+#[test]
+fn prepared_step_matches_unprepared() {
+    use ras::models::{Conditioning, Dit, DitCall, Memos, RunMemo};
+    let gpu = gpu();
+    for case in ["f32_nonsquare_b2", "f32_qk_norm_b2"] {
+        let m = load(&gpu, case);
+        let cond = Conditioning {
+            tokens: m.ctx.clone(),
+            pooled: Some(m.pooled.clone()),
+            mask: None,
+            text_weights: None,
+        };
+        let (b, h, w) = (m.x.shape()[0], m.x.shape()[2], m.x.shape()[3]);
+        let n = (h / 2) * (w / 2);
+        let active: Vec<Vec<u32>> = (0..b).map(|_| (0..n as u32).step_by(3).collect()).collect();
+        let cache = m.model.kv_cache(&gpu, b, n, m.ctx.shape()[1]).unwrap();
+        let dense_call = DitCall {
+            latents: &m.x,
+            timestep: &m.t,
+            cond: &cond,
+            active: None,
+            cache: Some(&cache),
+            memo: Memos::default(),
+        };
+        Dit::forward(&m.model, &gpu, &dense_call).unwrap();
+        let step = RunMemo::default();
+        let call = |memo| DitCall {
+            active: Some(&active),
+            memo,
+            ..dense_call
+        };
+        let plain_before = gpu.counters().dispatches;
+        let plain = gpu
+            .read_f32(&Dit::forward(&m.model, &gpu, &call(Memos::default())).unwrap())
+            .unwrap();
+        let plain_launches = gpu.counters().dispatches - plain_before;
+        m.model
+            .prepare(
+                &gpu,
+                &call(Memos {
+                    run: None,
+                    step: Some(&step),
+                }),
+            )
+            .unwrap();
+        assert!(step.bytes() > 0, "{case}: prepare left the step memo empty");
+        let memo = Memos {
+            run: None,
+            step: Some(&step),
+        };
+        let before = gpu.counters().dispatches;
+        let prepared = gpu
+            .read_f32(&Dit::forward(&m.model, &gpu, &call(memo)).unwrap())
+            .unwrap();
+        let launches = gpu.counters().dispatches - before;
+        assert_eq!(prepared, plain, "{case}: a prepared step differs");
+        assert!(
+            launches < plain_launches,
+            "{case}: {launches} launches with the prepared values, {plain_launches} without"
         );
     }
 }

@@ -17,7 +17,7 @@ pub use pipelines::Kernel;
 pub use pool::MemoryStats;
 pub use profiler::{Cost, Counters, Profile, Record, ScopeGuard, StepCount, Timer};
 pub use shaders::{all_sources, FRAGMENTS, STORAGE_TYPES, TEMPLATES};
-pub use tensor::{Arg, DType, Tensor};
+pub use tensor::{Arg, DType, PendingRead, Tensor};
 pub use variant::{Choice, Variant, Variants};
 
 impl Gpu {

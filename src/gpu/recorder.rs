@@ -49,6 +49,8 @@ pub(crate) struct Recorder {
     params: Vec<u8>,
     align: u64,
     pub state: ProfileState,
+    /// The latest submit, which a read-back waits for (and no later one).
+    last_submission: Option<wgpu::SubmissionIndex>,
 }
 
 /// Past this many entries a flush happens on its own, bounding the memory
@@ -65,6 +67,7 @@ impl Recorder {
             params: Vec::new(),
             align: align.max(16) as u64,
             state: ProfileState::default(),
+            last_submission: None,
         }
     }
 }
@@ -187,8 +190,9 @@ impl Gpu {
 
     /// Submits one command buffer, counting it.
     pub(crate) fn submit(&self, commands: wgpu::CommandBuffer) {
-        self.recorder().state.count_submit();
-        self.inner.queue.submit([commands]);
+        let mut rec = self.recorder();
+        rec.state.count_submit();
+        rec.last_submission = Some(self.inner.queue.submit([commands]));
     }
 
     /// Submits everything recorded so far in one command buffer (timed
@@ -371,6 +375,15 @@ impl Gpu {
     /// Copies the first `len` bytes of `buffer` to the host. The copy goes
     /// into the same submit as the recorded kernels.
     pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u8>> {
+        let pending = self.start_read(buffer, len)?;
+        self.finish_read(pending)
+    }
+
+    /// Records a copy of the first `len` bytes of `buffer` into a read-back
+    /// buffer, submits everything recorded and starts mapping it. Work
+    /// recorded afterwards runs on while [`finish_read`](Self::finish_read)
+    /// waits for this submit only.
+    pub(crate) fn start_read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<PendingBytes> {
         let size = (len as u64).div_ceil(4) * 4;
         let staging = self.scoped("reading a tensor back", || {
             self.inner.device.create_buffer(&wgpu::BufferDescriptor {
@@ -385,22 +398,39 @@ impl Gpu {
             dst: staging.clone(),
             size,
         });
-        let mut bytes = self.map_read(&staging)?;
-        bytes.truncate(len);
-        Ok(bytes)
+        self.flush()?;
+        Ok(self.map_submitted(staging, len))
     }
 
-    /// Submits the recorded work, waits for it and returns the contents of
-    /// a `MAP_READ` buffer.
-    pub(crate) fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
-        // Mapping must wait until the commands writing the buffer are submitted.
-        self.flush()?;
+    /// Starts mapping `staging`, written by the latest submit.
+    fn map_submitted(&self, staging: wgpu::Buffer, len: usize) -> PendingBytes {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait_idle()?;
-        rx.recv()
+        PendingBytes {
+            submission: self.recorder().last_submission.clone(),
+            staging,
+            len,
+            rx,
+        }
+    }
+
+    /// Waits for a read-back's submit and returns its bytes.
+    pub(crate) fn finish_read(&self, pending: PendingBytes) -> Result<Vec<u8>> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: pending.submission,
+                timeout: None,
+            })
+            .map_err(|e| Error::DeviceLost {
+                message: e.to_string(),
+            })?;
+        self.check_lost()?;
+        pending
+            .rx
+            .recv()
             .map_err(|_| Error::DeviceLost {
                 message: "read-back never completed".into(),
             })?
@@ -408,13 +438,32 @@ impl Gpu {
                 context: "mapping a read-back buffer".into(),
                 message: e.to_string(),
             })?;
-        let view = staging
+        let view = pending
+            .staging
             .slice(..)
             .get_mapped_range()
             .map_err(|e| Error::Validation {
                 context: "mapping a read-back buffer".into(),
                 message: e.to_string(),
             })?;
-        Ok(view.to_vec())
+        Ok(view[..pending.len].to_vec())
     }
+
+    /// Submits the recorded work, waits for it and returns the contents of
+    /// a `MAP_READ` buffer the work writes.
+    pub(crate) fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+        // Mapping must wait until the commands writing the buffer are submitted.
+        self.flush()?;
+        let len = staging.size() as usize;
+        let pending = self.map_submitted(staging.clone(), len);
+        self.finish_read(pending)
+    }
+}
+
+/// A read-back whose copy is submitted and whose mapping is under way.
+pub(crate) struct PendingBytes {
+    staging: wgpu::Buffer,
+    len: usize,
+    submission: Option<wgpu::SubmissionIndex>,
+    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }

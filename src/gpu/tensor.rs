@@ -97,6 +97,12 @@ pub struct Tensor {
     dtype: DType,
 }
 
+/// A read-back under way (see [`Gpu::read_f32_async`]).
+pub struct PendingRead {
+    bytes: super::recorder::PendingBytes,
+    dtype: DType,
+}
+
 /// One storage buffer bound to a kernel.
 pub struct Arg<'a>(pub(crate) &'a wgpu::Buffer);
 
@@ -320,6 +326,30 @@ impl Gpu {
     /// Reads a tensor back as f32 (16-bit dtypes are widened, u32 is converted).
     pub fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
         Ok(t.dtype.to_f32(&self.read_bytes(t)?))
+    }
+
+    /// Starts reading `t` back: submits the work recorded so far (with the
+    /// copy) and returns at once, so the host can record and submit more
+    /// work while the values travel; [`wait_read`](Self::wait_read) waits
+    /// for this submit only. For tensors in one buffer.
+    pub fn read_f32_async(&self, t: &Tensor) -> Result<PendingRead> {
+        if t.num_chunks() != 1 {
+            return Err(Error::Invalid(format!(
+                "read_f32_async reads tensors in one buffer; {:?} is split in {}",
+                t.shape,
+                t.num_chunks()
+            )));
+        }
+        let bytes = self.start_read(&t.storage.chunks[0].buffer, t.dtype.bytes(t.numel()) as usize)?;
+        Ok(PendingRead {
+            bytes,
+            dtype: t.dtype,
+        })
+    }
+
+    /// The values of a read started with [`read_f32_async`](Self::read_f32_async).
+    pub fn wait_read(&self, pending: PendingRead) -> Result<Vec<f32>> {
+        Ok(pending.dtype.to_f32(&self.finish_read(pending.bytes)?))
     }
 
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {

@@ -133,8 +133,30 @@ pub struct DitCall<'a> {
     /// This generation's K/V cache: dense calls fill it, sparse calls write
     /// their active rows and read the rest.
     pub cache: Option<&'a KvCache>,
-    /// This run's memo of conditioning-only values; `None` computes them.
-    pub memo: Option<&'a RunMemo>,
+    /// Values computed ahead of the call; `Memos::default()` computes all.
+    pub memo: Memos<'a>,
+}
+
+/// The memos a call may reuse.
+#[derive(Clone, Copy, Default)]
+pub struct Memos<'a> {
+    /// The run's: what depends on the conditioning alone.
+    pub run: Option<&'a RunMemo>,
+    /// The step's: what does not depend on the token selection (filled
+    /// ahead by [`Dit::prepare`]).
+    pub step: Option<&'a RunMemo>,
+}
+
+/// `f()`, or the value `memo` holds under `key` (computed by `f` once).
+pub fn memoized(
+    memo: Option<&RunMemo>,
+    key: (&'static str, usize),
+    f: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    match memo {
+        Some(memo) => memo.get_or_compute(key, f),
+        None => f(),
+    }
 }
 
 /// A Diffusion Transformer the denoising loop can drive with RAS.
@@ -158,6 +180,15 @@ pub trait Dit {
         cond: &Conditioning,
         dtype: DType,
     ) -> Result<KvCache>;
+    /// Records the part of the call that does not depend on its token
+    /// selection (embeddings, per-layer modulation vectors) into
+    /// `call.step_memo`, so the loop can submit it while the previous
+    /// step's scores are read back; `forward` then reuses it. The default
+    /// prepares nothing.
+    fn prepare(&self, gpu: &Gpu, call: &DitCall) -> Result<()> {
+        let _ = (gpu, call);
+        Ok(())
+    }
     /// The prediction `[B, C_out, H, W]` (`C_out ≥ latent_channels`; extra
     /// channels, such as a learned variance, are ignored by the loop). On a
     /// sparse call the rows of tokens not computed may hold anything.

@@ -7,7 +7,7 @@ pub mod sd3;
 pub mod text;
 pub mod vae;
 
-pub use dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache, Precision, RunMemo};
+pub use dit::{memoized, Conditioning, Dit, DitCall, GuidanceRule, KvCache, Memos, Precision, RunMemo};
 
 use std::path::Path;
 

@@ -38,7 +38,7 @@ pub fn forward_files(gpu: &Gpu, model: &dyn Dit, inputs: &Path, output: &Path) -
         cond: &cond,
         active: None,
         cache: None,
-        memo: None,
+        memo: Default::default(),
     };
     let sample = model.forward(gpu, &call)?;
     save(

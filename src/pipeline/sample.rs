@@ -12,7 +12,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::kernels::metric::region_metric;
 use crate::kernels::rows::{scatter, Indices};
 use crate::kernels::sampler::{euler_step, Combine, Merge};
-use crate::models::{Conditioning, Dit, DitCall, KvCache, Precision, RunMemo};
+use crate::models::{Conditioning, Dit, DitCall, KvCache, Memos, Precision, RunMemo};
 use crate::ras::{Planner, RasConfig, Schedule, StepKind};
 use crate::sampling::FlowMatchEuler;
 
@@ -125,6 +125,9 @@ pub struct Denoiser {
     precision: Precision,
     /// The model's conditioning-only values, kept across steps.
     memo: RunMemo,
+    /// The next step's model input and selection-free values, recorded
+    /// while the previous step's scores were read back.
+    prepared: Option<(Tensor, RunMemo)>,
     /// `(v̂ of the last step, dropped mask)` for the next RAS step's merge.
     merge_state: Option<(Tensor, Tensor)>,
     x: Tensor,
@@ -190,6 +193,7 @@ impl Denoiser {
             cache: None,
             precision: req.precision,
             memo: RunMemo::default(),
+            prepared: None,
             merge_state: None,
             x: req.latents.clone(),
             step: 0,
@@ -224,9 +228,9 @@ impl Denoiser {
             StepKind::Dense { .. } => "dense step",
             StepKind::Ras => "RAS step",
         });
-        let x_in = match self.combine.guidance {
-            Some(_) => concat_batch(gpu, &self.x, &self.x)?,
-            None => self.x.clone(),
+        let (x_in, step_memo) = match self.prepared.take() {
+            Some(prepared) => prepared,
+            None => (self.model_input(gpu)?, RunMemo::default()),
         };
         let timestep = vec![model.model_timestep(self.scheduler.timesteps[i]); rows];
         let (active, active_tokens) = match kind {
@@ -264,9 +268,13 @@ impl Denoiser {
                 cond: &self.cond,
                 active: active.as_deref(),
                 cache: self.cache.as_ref(),
-                memo: Some(&self.memo),
+                memo: Memos {
+                    run: Some(&self.memo),
+                    step: Some(&step_memo),
+                },
             },
         )?;
+        drop(step_memo);
         let merge = match (kind, &self.merge_state) {
             (StepKind::Ras, Some((v_cache, dropped))) => Some(Merge {
                 v_cache,
@@ -280,9 +288,16 @@ impl Denoiser {
         self.x = x_next;
         drop(region);
         if self.schedule.selects_after(i) {
-            let _region = gpu.region("RAS selection");
+            let region = gpu.region("RAS selection");
             // Ranking Δσ·v̂ equals ranking v̂: std and L2 scale by |Δσ|.
-            let scores = gpu.read_f32(&region_metric(gpu, &v_hat, self.patch, self.ras.metric)?)?;
+            let metric = region_metric(gpu, &v_hat, self.patch, self.ras.metric)?;
+            let pending = gpu.read_f32_async(&metric)?; // submits this step
+            drop(region);
+            // The GPU runs the next step's selection-free part while the
+            // scores come back and the planner decides.
+            self.prepare_next(gpu, model, i + 1)?;
+            let scores = gpu.wait_read(pending)?;
+            let _region = gpu.region("RAS selection");
             let sel = self.planner.select(i + 1, &scores)?;
             self.merge_state = Some((v_hat, gpu.upload_u32(&sel.dropped, &[b, n])?));
         }
@@ -302,6 +317,41 @@ impl Denoiser {
         })
     }
 
+    /// The model's input latents for the current `x`: doubled along the
+    /// batch under classifier-free guidance.
+    fn model_input(&self, gpu: &Gpu) -> Result<Tensor> {
+        match self.combine.guidance {
+            Some(_) => concat_batch(gpu, &self.x, &self.x),
+            None => Ok(self.x.clone()),
+        }
+    }
+
+    /// Records and submits step `next`'s work that does not depend on its
+    /// token selection ([`Dit::prepare`]), keeping it for that step.
+    fn prepare_next(&mut self, gpu: &Gpu, model: &dyn Dit, next: usize) -> Result<()> {
+        if next >= self.steps() {
+            return Ok(());
+        }
+        let x_in = self.model_input(gpu)?;
+        let memo = RunMemo::default();
+        let timestep = vec![model.model_timestep(self.scheduler.timesteps[next]); self.rows];
+        let call = DitCall {
+            latents: &x_in,
+            timestep: &timestep,
+            cond: &self.cond,
+            active: None,
+            cache: None,
+            memo: Memos {
+                run: Some(&self.memo),
+                step: Some(&memo),
+            },
+        };
+        model.prepare(gpu, &call)?;
+        gpu.flush()?;
+        self.prepared = Some((x_in, memo));
+        Ok(())
+    }
+
     /// Steps done so far.
     pub fn current_step(&self) -> usize {
         self.step
@@ -311,6 +361,7 @@ impl Denoiser {
     pub fn finish(&mut self) -> SampleOutput {
         self.cache = None;
         self.memo = RunMemo::default();
+        self.prepared = None;
         self.merge_state = None;
         SampleOutput {
             latents: self.x.clone(),

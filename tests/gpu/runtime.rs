@@ -85,3 +85,19 @@ fn pool_recycles_buffers_and_tracks_peak() {
     );
     assert!(gpu.memory().peak_bytes >= after_alloc.live_bytes + after_alloc.weight_bytes);
 }
+
+/// A read started with read_f32_async sees the tensor as it was when the
+/// read was started, even after later work overwrites it, and recording
+/// more work in between is allowed.
+#[test]
+fn async_read_returns_the_values_at_its_submit() {
+    use ras::kernels::rows::{scatter, Indices};
+    let gpu = gpu();
+    let t = gpu.upload_f32(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    let pending = gpu.read_f32_async(&t).unwrap();
+    let rows = gpu.upload_f32(&[9.0, 9.0], &[1, 2]).unwrap();
+    scatter(&gpu, &rows, &Indices::upload(&gpu, &[1]).unwrap(), &t).unwrap();
+    gpu.flush().unwrap();
+    assert_eq!(gpu.wait_read(pending).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(gpu.read_f32(&t).unwrap(), [1.0, 2.0, 9.0, 9.0]);
+}

@@ -41,8 +41,8 @@ pub struct Tokens {
 
 /// What every block of one call shares.
 pub struct Step<'a> {
-    /// `silu(temb)` `[B, D_t]`: every modulation linear consumes it.
-    pub cond: &'a Tensor,
+    /// Each layer's modulation vectors `[B, 4D]` ([`LuminaBlock::norm1`]).
+    pub modulation: &'a [Tensor],
     /// Caption features `[B, L, D_cap]` and their key bias `[B, L]` (0 for
     /// real tokens, −∞ for padding).
     pub caption: &'a Tensor,
@@ -189,7 +189,13 @@ impl LuminaBlock {
     /// keys (normed and rotated) and values are written into it and
     /// self-attention reads all N rows; without, the call is dense and
     /// attends over its own keys.
-    /// Layer `index` of the model (it keys this layer's memo entries).
+    /// The modulation vectors `[B, 4D]` (scale and gate for attention and
+    /// MLP) from `cond = silu(temb)`.
+    pub fn norm1(&self, gpu: &Gpu, cond: &Tensor) -> Result<Tensor> {
+        self.norm1.forward(gpu, cond)
+    }
+
+    /// Layer `index` of the model (its modulation in `step`, its memo keys).
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -203,10 +209,10 @@ impl LuminaBlock {
         let (h, hkv, dh) = (self.heads, self.kv_heads, self.head_dim);
         let (d, kvw) = (h * dh, hkv * dh);
         let chunk = |index| Chunk { index, count: 4 };
-        let m = self.norm1.forward(gpu, step.cond)?; // [B, 4D]
+        let m = &step.modulation[index]; // [B, 4D]
         let nx = self
             .norm1_norm
-            .forward_modulated(gpu, x, scale_by(&m, chunk(SCALE_MSA)))?; // [B, n_q, D]
+            .forward_modulated(gpu, x, scale_by(m, chunk(SCALE_MSA)))?; // [B, n_q, D]
 
         // Self-attention: keys and values of the computed tokens, into the
         // cache when there is one.
@@ -273,14 +279,14 @@ impl LuminaBlock {
             Chunk { index: 0, count: 1 },
         )?;
         let o = self.to_out.forward(gpu, &mixed.reshape(&[b, nq, d])?)?; // [B, n_q, D]
-        let x = tanh_gated_residual(gpu, x, &self.norm2.forward(gpu, &o)?, &m, chunk(GATE_MSA))?;
+        let x = tanh_gated_residual(gpu, x, &self.norm2.forward(gpu, &o)?, m, chunk(GATE_MSA))?;
 
         // SwiGLU FFN between RMSNorms.
         let nx = self
             .ffn_norm1
-            .forward_modulated(gpu, &x, scale_by(&m, chunk(SCALE_MLP)))?;
+            .forward_modulated(gpu, &x, scale_by(m, chunk(SCALE_MLP)))?;
         let f = self.ff.forward(gpu, &nx)?; // [B, n_q, D]
-        tanh_gated_residual(gpu, &x, &self.ffn_norm2.forward(gpu, &f)?, &m, chunk(GATE_MLP))
+        tanh_gated_residual(gpu, &x, &self.ffn_norm2.forward(gpu, &f)?, m, chunk(GATE_MLP))
     }
 
     /// Normed, rotated queries `[B, n_q, H, dh]`.

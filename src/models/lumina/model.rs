@@ -17,7 +17,7 @@ use crate::kernels::modulate::Chunk;
 use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::{patchify, unpatchify};
 use crate::kernels::rows::{gather, scatter, Indices};
-use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache};
+use crate::models::dit::{memoized, Conditioning, Dit, DitCall, GuidanceRule, KvCache};
 use crate::models::Family;
 use crate::nn::Linear;
 use crate::weights::Weights;
@@ -40,6 +40,16 @@ impl Default for LuminaOptions {
             proportional_attn: true,
         }
     }
+}
+
+/// What a call computes before its token selection matters.
+struct StepInputs {
+    /// Every token's patch embedding `[B, N, D]`.
+    x_all: Tensor,
+    /// Each layer's modulation vectors `[B, 4D]`.
+    layers: Vec<Tensor>,
+    /// The final layer's scale `[B, D]`.
+    out: Tensor,
 }
 
 pub struct LuminaTransformer {
@@ -125,6 +135,32 @@ impl LuminaTransformer {
         [rows * n_img, self.config.kv_heads() * self.config.head_dim()]
     }
 
+    /// What a call computes before its token selection matters, each value
+    /// taken from the step memo when there (filled by [`Dit::prepare`]).
+    fn step_inputs(&self, gpu: &Gpu, call: &DitCall, caption_bias: &Tensor) -> Result<StepInputs> {
+        let _region = gpu.region("embed");
+        let memo = call.memo.step;
+        let p = self.config.patch_size;
+        let x_all = memoized(memo, ("patch embedding", 0), || {
+            self.patch_embedder.forward(gpu, &patchify(gpu, call.latents, p)?) // [B, N, D]
+        })?;
+        // Every modulation linear consumes silu(temb).
+        let cond = memoized(memo, ("silu(temb)", 0), || {
+            let temb =
+                self.time_caption_embed
+                    .forward(gpu, call.timestep, &call.cond.tokens, caption_bias)?; // [B, D_t]
+            unary(gpu, Unary::Silu, &temb)
+        })?;
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| memoized(memo, ("norm1", i), || layer.norm1(gpu, &cond))) // [B, 4D]
+            .collect::<Result<Vec<_>>>()?;
+        let out = memoized(memo, ("norm_out", 0), || self.norm_out_scale.forward(gpu, &cond))?; // [B, D]
+        Ok(StepInputs { x_all, layers, out })
+    }
+
     /// One denoiser call: the prediction `[B, 2C, H, W]` (learned variance
     /// in the second half). Dense when `call.active` is `None` (filling
     /// `call.cache` when given); otherwise only the active tokens, with
@@ -137,38 +173,32 @@ impl LuminaTransformer {
         let tokens = self.tokens(gpu, b, n, call.active)?;
         self.check_cache(call.cache, &tokens)?;
 
-        // 1. patch embedding (channel-major patches), then the computed tokens
+        // 1. patch embedding (channel-major patches), the conditioning
+        // (timestep + pooled caption) and every layer's modulation: all
+        // before the selection; then the computed tokens
+        let caption_bias = caption_bias(gpu, call.cond.mask.as_deref(), b, l)?; // [B, L]
+        let pre = self.step_inputs(gpu, call, &caption_bias)?;
         let region = gpu.region("embed");
-        let x = self
-            .patch_embedder
-            .forward(gpu, &patchify(gpu, call.latents, p)?)?; // [B, N, D]
         let mut x = if tokens.sparse {
-            gather(gpu, &x.reshape(&[b * n, d])?, &tokens.rows)?.reshape(&[b, tokens.n_q, d])?
+            gather(gpu, &pre.x_all.reshape(&[b * n, d])?, &tokens.rows)?.reshape(&[b, tokens.n_q, d])?
         } else {
-            x
+            pre.x_all.clone()
         }; // [B, n_q, D]
 
         // 2. RoPE of the computed tokens at this step's scaling
         let scaling = RopeScaling::for_step(cfg, h, w, call.timestep[0], self.options.scaling_watershed);
         let (cos, sin) = self.rope(gpu, call.active, n, grid_w, scaling)?; // [(B,) n_q, dh/2]
 
-        // 3. conditioning: timestep + pooled caption
-        let caption_bias = caption_bias(gpu, call.cond.mask.as_deref(), b, l)?; // [B, L]
-        let temb = self
-            .time_caption_embed
-            .forward(gpu, call.timestep, &call.cond.tokens, &caption_bias)?; // [B, D_t]
-        let cond = unary(gpu, Unary::Silu, &temb)?; // [B, D_t]
-
-        // 4. blocks
+        // 3. blocks
         let step = Step {
-            cond: &cond,
+            modulation: &pre.layers,
             caption: &call.cond.tokens,
             caption_bias: &caption_bias,
             cos: &cos,
             sin: &sin,
             self_scale: self.self_attention_scale(n)?,
             tokens: &tokens,
-            memo: call.memo,
+            memo: call.memo.run,
         };
         drop(region);
         let region = gpu.region("layer");
@@ -176,12 +206,11 @@ impl LuminaTransformer {
             x = layer.forward(gpu, i, &x, &step, call.cache.map(|c| &c.layers[i]))?;
         }
 
-        // 5. LayerNorm (no affine) × (1 + scale), projection, unpatchify
+        // 4. LayerNorm (no affine) × (1 + scale), projection, unpatchify
         drop(region);
         let _region = gpu.region("final layer");
-        let scale = self.norm_out_scale.forward(gpu, &cond)?; // [B, D]
         let modulation = Modulation {
-            emb: &scale,
+            emb: &pre.out, // [B, D]
             shift: None,
             scale: Chunk { index: 0, count: 1 },
         };
@@ -408,5 +437,11 @@ impl Dit for LuminaTransformer {
 
     fn forward(&self, gpu: &Gpu, call: &DitCall) -> Result<Tensor> {
         LuminaTransformer::forward(self, gpu, call)
+    }
+
+    fn prepare(&self, gpu: &Gpu, call: &DitCall) -> Result<()> {
+        let (b, _, _, l) = self.check(call)?;
+        let caption_bias = caption_bias(gpu, call.cond.mask.as_deref(), b, l)?;
+        self.step_inputs(gpu, call, &caption_bias).map(drop)
     }
 }

@@ -222,16 +222,28 @@ impl JointBlock {
         })
     }
 
-    /// `x [B, n_q, D]` (the computed image tokens), `c [B, L, D]`,
-    /// `cond = silu(temb) [B, D]` → updated `x`, and `c` unless this is the
-    /// last block. Keys and values go to `kv` (this layer's cache) when
+    /// The image stream's adaLN-Zero vectors `[B, 6D]` from `cond = silu(temb)`.
+    pub fn norm1(&self, gpu: &Gpu, cond: &Tensor) -> Result<Tensor> {
+        self.norm1.forward(gpu, cond)
+    }
+
+    /// The text stream's: `[B, 6D]`, or `[B, 2D]` (scale | shift) in the
+    /// last block.
+    pub fn norm1_context(&self, gpu: &Gpu, cond: &Tensor) -> Result<Tensor> {
+        self.norm1_context.forward(gpu, cond)
+    }
+
+    /// `x [B, n_q, D]` (the computed image tokens), `c [B, L, D]` and the
+    /// block's modulation vectors ([`norm1`](Self::norm1),
+    /// [`norm1_context`](Self::norm1_context)) → updated `x`, and `c`
+    /// unless this is the last block. Keys and values go to `kv` (this layer's cache) when
     /// given, else to scratch buffers; attention always reads all N + L rows.
     pub fn forward(
         &self,
         gpu: &Gpu,
         x: &Tensor,
         c: &Tensor,
-        cond: &Tensor,
+        modulation: &(Tensor, Tensor),
         plan: &TokenPlan,
         keys: Keys,
     ) -> Result<(Tensor, Option<Tensor>)> {
@@ -243,14 +255,13 @@ impl JointBlock {
         let (h, dh) = (self.heads, self.head_dim);
         let d = h * dh;
         let chunk = |index| Chunk { index, count: 6 };
-        let m = self.norm1.forward(gpu, cond)?; // [B, 6D]
-        let mc = self.norm1_context.forward(gpu, cond)?; // [B, 6D], or [B, 2D] = scale | shift
-        let nx = norm_modulate(gpu, x, &m, chunk(SHIFT_MSA), chunk(SCALE_MSA))?;
+        let (m, mc) = modulation; // [B, 6D]; [B, 6D], or [B, 2D] = scale | shift
+        let nx = norm_modulate(gpu, x, m, chunk(SHIFT_MSA), chunk(SCALE_MSA))?;
         let (c_shift, c_scale) = match self.to_add_out {
             Some(_) => (chunk(SHIFT_MSA), chunk(SCALE_MSA)),
             None => (Chunk { index: 1, count: 2 }, Chunk { index: 0, count: 2 }),
         };
-        let nc = norm_modulate(gpu, c, &mc, c_shift, c_scale)?;
+        let nc = norm_modulate(gpu, c, mc, c_shift, c_scale)?;
 
         // Keys and values [B·(N + L), D]: the computed image rows are written
         // in place (index fusion), the others keep their cached values.
@@ -294,17 +305,17 @@ impl JointBlock {
 
         // Image stream: attention and MLP residuals, each added in the
         // epilogue of the projection that produces it.
-        let x = gated_projection(gpu, &self.to_out, &a, q_img_rows, x, &m, chunk(GATE_MSA))?;
-        let nx = norm_modulate(gpu, &x, &m, chunk(SHIFT_MLP), chunk(SCALE_MLP))?;
-        let x = self.ff.forward_gated(gpu, &nx, &x, &m, chunk(GATE_MLP))?;
+        let x = gated_projection(gpu, &self.to_out, &a, q_img_rows, x, m, chunk(GATE_MSA))?;
+        let nx = norm_modulate(gpu, &x, m, chunk(SHIFT_MLP), chunk(SCALE_MLP))?;
+        let x = self.ff.forward_gated(gpu, &nx, &x, m, chunk(GATE_MLP))?;
 
         // Text stream, except after the last block.
         let (Some(to_add_out), Some(ff_context)) = (&self.to_add_out, &self.ff_context) else {
             return Ok((x, None));
         };
-        let c = gated_projection(gpu, to_add_out, &a, Some(&plan.q_txt), c, &mc, chunk(GATE_MSA))?;
-        let nc = norm_modulate(gpu, &c, &mc, chunk(SHIFT_MLP), chunk(SCALE_MLP))?;
-        let c = ff_context.forward_gated(gpu, &nc, &c, &mc, chunk(GATE_MLP))?;
+        let c = gated_projection(gpu, to_add_out, &a, Some(&plan.q_txt), c, mc, chunk(GATE_MSA))?;
+        let nc = norm_modulate(gpu, &c, mc, chunk(SHIFT_MLP), chunk(SCALE_MLP))?;
+        let c = ff_context.forward_gated(gpu, &nc, &c, mc, chunk(GATE_MLP))?;
         Ok((x, Some(c)))
     }
 }

@@ -16,7 +16,7 @@ use crate::kernels::modulate::Chunk;
 use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::unpatchify;
 use crate::kernels::rows::{gather, scatter};
-use crate::models::dit::{Conditioning, Dit, DitCall, GuidanceRule, KvCache, RunMemo};
+use crate::models::dit::{memoized, Conditioning, Dit, DitCall, GuidanceRule, KvCache, Memos, RunMemo};
 use crate::models::Family;
 use crate::nn::Linear;
 use crate::weights::Weights;
@@ -37,6 +37,16 @@ pub struct Sd3Inputs<'a> {
     /// be computed once and weighed by ln m in attention: exact, and the
     /// 256 zero T5 rows of a T5-less prompt become one.
     pub text_weights: Option<&'a [f32]>,
+}
+
+/// What a call computes before its token selection matters.
+struct StepInputs {
+    /// Every token's patch embedding `[B, N, D]`.
+    x_all: Tensor,
+    /// Each block's adaLN-Zero vectors (image, text).
+    blocks: Vec<(Tensor, Tensor)>,
+    /// The final AdaLayerNormContinuous vectors `[B, 2D]`.
+    out: Tensor,
 }
 
 pub struct Sd3Transformer {
@@ -96,7 +106,13 @@ impl Sd3Transformer {
     /// One dense denoiser call: the predicted velocity `[B, C_out, H, W]`.
     pub fn forward(&self, gpu: &Gpu, inputs: &Sd3Inputs) -> Result<Tensor> {
         let (b, n, l) = self.token_counts(inputs)?;
-        self.forward_planned(gpu, inputs, &TokenPlan::dense(gpu, b, n, l)?, None, None)
+        self.forward_planned(
+            gpu,
+            inputs,
+            &TokenPlan::dense(gpu, b, n, l)?,
+            None,
+            Memos::default(),
+        )
     }
 
     /// `(batch, image tokens, text tokens)` of a call, after checking the inputs.
@@ -109,9 +125,39 @@ impl Sd3Transformer {
         Ok((b, (h / p) * (w / p), inputs.encoder_hidden_states.shape()[1]))
     }
 
+    /// What a call computes before its token selection matters, each value
+    /// taken from `memo` when there (filled by [`Dit::prepare`]).
+    fn step_inputs(&self, gpu: &Gpu, inputs: &Sd3Inputs, memo: Option<&RunMemo>) -> Result<StepInputs> {
+        let _region = gpu.region("embed");
+        let x_all = memoized(memo, ("patch embedding", 0), || {
+            self.pos_embed.forward(gpu, inputs.hidden_states) // [B, N, D]
+        })?;
+        // Every adaLN linear consumes silu(temb).
+        let cond = memoized(memo, ("silu(temb)", 0), || {
+            let temb = self
+                .time_text_embed
+                .forward(gpu, inputs.timestep, inputs.pooled_projections)?; // [B, D]
+            unary(gpu, Unary::Silu, &temb)
+        })?;
+        let blocks = self
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| {
+                Ok((
+                    memoized(memo, ("norm1", i), || block.norm1(gpu, &cond))?, // [B, 6D]
+                    memoized(memo, ("norm1_context", i), || block.norm1_context(gpu, &cond))?, // [B, 6D] or [B, 2D]
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = memoized(memo, ("norm_out", 0), || self.norm_out.forward(gpu, &cond))?; // [B, 2D]
+        Ok(StepInputs { x_all, blocks, out })
+    }
+
     /// A denoiser call computing only the image tokens `plan` names (all of
-    /// them on dense steps), with keys and values in `cache` when given and
-    /// the projected text tokens kept in `memo` across a run's steps.
+    /// them on dense steps), with keys and values in `cache` when given,
+    /// the projected text tokens kept in the run's memo and the step's
+    /// selection-free values in the step's.
     /// Output rows of tokens not computed are left unwritten.
     pub fn forward_planned(
         &self,
@@ -119,7 +165,7 @@ impl Sd3Transformer {
         inputs: &Sd3Inputs,
         plan: &TokenPlan,
         cache: Option<&KvCache>,
-        memo: Option<&RunMemo>,
+        memo: Memos,
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, n, l) = self.token_counts(inputs)?;
@@ -129,34 +175,29 @@ impl Sd3Transformer {
         let (h, w) = (inputs.hidden_states.shape()[2], inputs.hidden_states.shape()[3]);
         let (p, d) = (cfg.patch_size, cfg.inner_dim());
 
-        // 1. patch embedding + cropped position table, then the computed tokens
+        // 1.-2. patch embedding + cropped position table, the conditioning
+        // vector and every adaLN modulation: all before the selection
+        let step = self.step_inputs(gpu, inputs, memo.step)?;
         let region = gpu.region("embed");
-        let x_all = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
+        // the computed tokens
         let mut x = match &plan.gather {
-            Some(rows) => gather(gpu, &x_all.reshape(&[b * n, d])?, rows)?.reshape(&[b, plan.n_q, d])?,
-            None => x_all,
+            Some(rows) => gather(gpu, &step.x_all.reshape(&[b * n, d])?, rows)?.reshape(&[b, plan.n_q, d])?,
+            None => step.x_all.clone(),
         }; // [B, n_q, D]
-           // 2. conditioning vector; every adaLN linear consumes silu(temb)
-        let temb = self
-            .time_text_embed
-            .forward(gpu, inputs.timestep, inputs.pooled_projections)?; // [B, D]
-        let cond = unary(gpu, Unary::Silu, &temb)?; // [B, D]
-                                                    // 3. text tokens
-        let embed_text = || self.context_embedder.forward(gpu, inputs.encoder_hidden_states);
-        let mut c = match memo {
-            Some(memo) => memo.get_or_compute(("context_embedder", 0), embed_text)?,
-            None => embed_text()?,
-        }; // [B, L, D]
+           // 3. text tokens
+        let mut c = memoized(memo.run, ("context_embedder", 0), || {
+            self.context_embedder.forward(gpu, inputs.encoder_hidden_states)
+        })?; // [B, L, D]
         let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
-                                                                          // 4. joint blocks
         drop(region);
+        // 4. joint blocks
         let region = gpu.region("joint block");
-        for (i, block) in self.blocks.iter().enumerate() {
+        for (i, (block, modulation)) in self.blocks.iter().zip(&step.blocks).enumerate() {
             let keys = Keys {
                 cache: cache.map(|c| &c.layers[i]),
                 bias: key_bias.as_ref(),
             };
-            let (nx, nc) = block.forward(gpu, &x, &c, &cond, plan, keys)?;
+            let (nx, nc) = block.forward(gpu, &x, &c, modulation, plan, keys)?;
             x = nx;
             if let Some(nc) = nc {
                 c = nc;
@@ -165,10 +206,10 @@ impl Sd3Transformer {
         // 5. AdaLayerNormContinuous (scale first, then shift), projection, unpatchify
         drop(region);
         let _region = gpu.region("final layer");
-        let emb = self.norm_out.forward(gpu, &cond)?; // [B, 2D]
+        let emb = &step.out; // [B, 2D]
         let (scale, shift) = (Chunk { index: 0, count: 2 }, Chunk { index: 1, count: 2 });
         let modulation = Modulation {
-            emb: &emb,
+            emb,
             shift: Some(shift),
             scale,
         };
@@ -266,6 +307,24 @@ impl Sd3Transformer {
     }
 }
 
+impl Sd3Transformer {
+    /// A generic call as this model's inputs.
+    fn inputs<'a>(&self, call: &DitCall<'a>) -> Result<Sd3Inputs<'a>> {
+        let pooled = call
+            .cond
+            .pooled
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("SD3 needs pooled text embeddings".into()))?;
+        Ok(Sd3Inputs {
+            hidden_states: call.latents,
+            encoder_hidden_states: &call.cond.tokens,
+            pooled_projections: pooled,
+            timestep: call.timestep,
+            text_weights: call.cond.text_weights.as_deref(),
+        })
+    }
+}
+
 impl Dit for Sd3Transformer {
     fn family(&self) -> Family {
         Family::Sd3
@@ -304,23 +363,18 @@ impl Dit for Sd3Transformer {
     }
 
     fn forward(&self, gpu: &Gpu, call: &DitCall) -> Result<Tensor> {
-        let pooled = call
-            .cond
-            .pooled
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("SD3 needs pooled text embeddings".into()))?;
-        let inputs = Sd3Inputs {
-            hidden_states: call.latents,
-            encoder_hidden_states: &call.cond.tokens,
-            pooled_projections: pooled,
-            timestep: call.timestep,
-            text_weights: call.cond.text_weights.as_deref(),
-        };
+        let inputs = self.inputs(call)?;
         let (b, n, l) = self.token_counts(&inputs)?;
         let plan = match call.active {
             Some(active) => TokenPlan::sparse(gpu, n, l, active)?,
             None => TokenPlan::dense(gpu, b, n, l)?,
         };
         self.forward_planned(gpu, &inputs, &plan, call.cache, call.memo)
+    }
+
+    fn prepare(&self, gpu: &Gpu, call: &DitCall) -> Result<()> {
+        let inputs = self.inputs(call)?;
+        self.token_counts(&inputs)?;
+        self.step_inputs(gpu, &inputs, call.memo.step).map(drop)
     }
 }
