@@ -34,6 +34,8 @@ struct Params {
     rows_per_batch: u32,
     emb_stride: u32,
     gate_off: u32,
+    // First output column (a projection writing half of a fused K|V row).
+    out_col: u32,
 }
 
 @group(0) @binding(1) var<storage, read> w: array<u32>;
@@ -67,7 +69,7 @@ fn store(m: u32, n: u32, acc: f32) {
     if p.has_bias != 0u {
         y += decode(W_DTYPE, bias[word_index(W_DTYPE, col)], col);
     }
-    let o = out_row(m) * p.n_total + col;
+    let o = out_row(m) * p.n_total + p.out_col + col;
     if EPILOGUE == 1u {
         y = gelu_tanh(y);
     } else if EPILOGUE == 4u {

@@ -5,8 +5,9 @@
 //           this source chunk (row_start <= idx[i] < row_start + src_rows); other
 //           rows are left for the launch over the chunk that holds them.
 //           src may be f32, f16 or bf16 (SRC_DTYPE); out is f32 or f16 (DST_T).
-//   scatter (entry `scatter`): out[idx[i], :] = src[i, :]; rows not named by
-//           idx are untouched (out is updated in place).
+//   scatter (entry `scatter`): out[idx[i], col_off .. col_off + d] = src[i, :]
+//           in an out of dst_cols columns; rows not named by idx, and the
+//           other columns, are untouched (out is updated in place).
 //
 // Bindings: 0 src, 1 idx (u32), 2 out, 3 params.
 // Dispatch: ceil(count * d / 256) workgroups, count = number of indices.
@@ -18,6 +19,8 @@ struct Params {
     d: u32,
     row_start: u32,
     src_rows: u32,
+    dst_cols: u32,
+    col_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
@@ -50,5 +53,5 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if i >= p.total {
         return;
     }
-    out[idx[i / p.d] * p.d + i % p.d] = DST_T(src_at(i));
+    out[idx[i / p.d] * p.dst_cols + p.col_off + i % p.d] = DST_T(src_at(i));
 }

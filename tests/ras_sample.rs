@@ -347,7 +347,9 @@ fn prepared_step_matches_unprepared() {
             .read_f32(&Dit::forward(&m.model, &gpu, &call(memo)).unwrap())
             .unwrap();
         let launches = gpu.counters().dispatches - before;
-        assert_eq!(prepared, plain, "{case}: a prepared step differs");
+        // Bitwise: rows of tokens not computed hold the same poison NaN.
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&prepared), bits(&plain), "{case}: a prepared step differs");
         assert!(
             launches < plain_launches,
             "{case}: {launches} launches with the prepared values, {plain_launches} without"

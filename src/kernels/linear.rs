@@ -28,6 +28,7 @@ struct LinearParams {
     rows_per_batch: u32,
     emb_stride: u32,
     gate_off: u32,
+    out_col: u32,
 }
 
 const OP: &str = "linear";
@@ -66,11 +67,14 @@ impl Epilogue<'_> {
     }
 }
 
-/// Row routing and epilogue of one linear launch.
+/// Row routing, epilogue and output columns of one linear launch.
 #[derive(Clone, Copy, Default)]
 pub struct LinearOptions<'a> {
     pub rows: Rows<'a>,
     pub epilogue: Epilogue<'a>,
+    /// The output's columns `out_col .. out_col + N` receive the result
+    /// (the output may be wider than N, e.g. a fused K|V cache row).
+    pub out_col: usize,
 }
 
 /// The shader of `variant` for these weights, and its output tile edge.
@@ -173,7 +177,7 @@ fn check(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, out: &Tensor) -> Re
             ),
         ));
     }
-    if out.cols() != n {
+    if out.cols() < n {
         return Err(Error::shape(
             OP,
             format!("output {:?} must have {n} columns", out.shape()),
@@ -297,9 +301,29 @@ pub fn linear_into_variant(
     options: LinearOptions,
     variant: Variant,
 ) -> Result<()> {
-    let LinearOptions { rows, epilogue } = options;
+    let LinearOptions {
+        rows,
+        epilogue,
+        out_col,
+    } = options;
     let code = dtype_code(OP, weight)?;
     let (n, k) = check(x, weight, bias, out)?;
+    if out_col + n > out.cols() || (out_col > 0 && !matches!(epilogue, Epilogue::None)) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "columns {out_col}..{} do not fit the output {:?} (or an epilogue was asked with a column offset)",
+                out_col + n,
+                out.shape()
+            ),
+        ));
+    }
+    if out_col == 0 && out.cols() != n {
+        return Err(Error::shape(
+            OP,
+            format!("output {:?} must have {n} columns", out.shape()),
+        ));
+    }
     let (gate_off, emb_stride, rows_per_batch) = gate_layout(&epilogue, out, n)?;
     let m = rows.input.map_or(x.rows(), Indices::len);
     if let Some(i) = rows.input {
@@ -341,7 +365,7 @@ pub fn linear_into_variant(
             m: u32_of(OP, m)?,
             n: u32_of(OP, chunk_rows)?,
             k: u32_of(OP, k)?,
-            n_total: u32_of(OP, n)?,
+            n_total: u32_of(OP, out.cols())?,
             n_offset: u32_of(OP, n_offset)?,
             has_bias: bias.is_some() as u32,
             tiles_n: u32_of(OP, tiles_n)?,
@@ -350,6 +374,7 @@ pub fn linear_into_variant(
             rows_per_batch: u32_of(OP, rows_per_batch)?,
             emb_stride: u32_of(OP, emb_stride)?,
             gate_off: u32_of(OP, gate_off)?,
+            out_col: u32_of(OP, out_col)?,
         };
         let b = match bias {
             Some(b) => b.arg()?,

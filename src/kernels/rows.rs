@@ -14,6 +14,8 @@ struct RowsParams {
     d: u32,
     row_start: u32,
     src_rows: u32,
+    dst_cols: u32,
+    col_off: u32,
 }
 
 /// Row indices on the GPU, with their maximum kept on the host so that every
@@ -84,6 +86,8 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
             d: u32_of(OP, d)?,
             row_start: u32_of(OP, row_start)?,
             src_rows: u32_of(OP, src.chunk_rows(c))?,
+            dst_cols: u32_of(OP, d)?,
+            col_off: 0,
         };
         let inputs = [src.chunk_arg(c), idx.tensor.arg()?];
         // Each chunk's launch walks every index; picked rows move once.
@@ -109,6 +113,13 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
 /// in place; other rows of `dst` keep their values. Indices should be
 /// distinct (which duplicate wins is unspecified).
 pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<()> {
+    scatter_columns(gpu, src, idx, dst, 0)
+}
+
+/// [`scatter`] into columns `col .. col + D` of `dst [rows, C]`, with `src
+/// [len(idx), D]` (keys into the first half of a fused K|V cache row); the
+/// other columns keep their values.
+pub fn scatter_columns(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor, col: usize) -> Result<()> {
     const OP: &str = "scatter";
     if src.dtype() != DType::F32 {
         return Err(Error::DType {
@@ -118,11 +129,16 @@ pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<(
         });
     }
     let dst_type = storage_type(gpu, OP, dst)?;
-    let d = dst.cols();
-    if src.shape() != [idx.len(), d] {
+    let d = src.cols();
+    if src.shape() != [idx.len(), d] || col + d > dst.cols() {
         return Err(Error::shape(
             OP,
-            format!("src {:?} should be [{}, {d}]", src.shape(), idx.len()),
+            format!(
+                "src {:?} should be [{}, D] with D + {col} ≤ the {} columns of dst",
+                src.shape(),
+                idx.len(),
+                dst.cols()
+            ),
         ));
     }
     idx.check(OP, dst.rows())?;
@@ -134,6 +150,8 @@ pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<(
         d: u32_of(OP, d)?,
         row_start: 0,
         src_rows: 0,
+        dst_cols: u32_of(OP, dst.cols())?,
+        col_off: u32_of(OP, col)?,
     };
     let kernel = Kernel::new("rows")
         .entry("scatter")

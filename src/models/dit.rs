@@ -106,7 +106,8 @@ impl Precision {
 /// model keeps beside them), kept across the steps of one RAS generation
 /// (ras-spec §5.3). The layout of each tensor is the model's.
 pub struct KvCache {
-    pub layers: Vec<(Tensor, Tensor)>,
+    /// Each layer's tensors (SD3: one fused K|V tensor; Lumina: K and V).
+    pub layers: Vec<Vec<Tensor>>,
 }
 
 impl KvCache {
@@ -114,7 +115,8 @@ impl KvCache {
     pub fn bytes(&self) -> u64 {
         self.layers
             .iter()
-            .map(|(k, v)| k.dtype().bytes(k.numel()) + v.dtype().bytes(v.numel()))
+            .flatten()
+            .map(|t| t.dtype().bytes(t.numel()))
             .sum()
     }
 }

@@ -37,6 +37,21 @@ impl Linear {
         })
     }
 
+    /// Several `nn.Linear` of the same shape, each with a bias, as one layer
+    /// whose outputs are theirs side by side (one GEMM instead of several).
+    pub fn load_stacked(
+        gpu: &Gpu,
+        parts: &[&Weights],
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Linear> {
+        let names = |name: &'static str| parts.iter().map(move |w| (*w, name)).collect::<Vec<_>>();
+        Ok(Linear {
+            weight: Weights::get_stacked(gpu, &names("weight"), &[out_features, in_features])?,
+            bias: Some(Weights::get_stacked(gpu, &names("bias"), &[out_features])?),
+        })
+    }
+
     pub fn out_features(&self) -> usize {
         self.weight.shape()[0]
     }

@@ -220,6 +220,33 @@ impl Weights {
         gpu.upload_weight(&bytes, shape, dtype)
     }
 
+    /// Tensors `parts` (each a view and a name, each of `shape`) stacked
+    /// along dimension 0 into one upload: fused projections such as K|V.
+    /// Kept in their stored dtype when all share it, else as f32.
+    pub fn get_stacked(gpu: &Gpu, parts: &[(&Weights, &str)], shape: &[usize]) -> Result<Tensor> {
+        let raws = parts
+            .iter()
+            .map(|(w, name)| w.raw(name, shape))
+            .collect::<Result<Vec<_>>>()?;
+        let dtype = match raws.iter().all(|(_, d, _)| *d == raws[0].1) {
+            true => raws[0].1,
+            false => DType::F32,
+        };
+        let mut bytes = Vec::new();
+        for (b, d, _) in &raws {
+            match *d == dtype {
+                true => bytes.extend_from_slice(b),
+                false => bytes.extend(d.to_f32(b).iter().flat_map(|v| v.to_le_bytes())),
+            }
+        }
+        let mut stacked = shape.to_vec();
+        match stacked.first_mut() {
+            Some(first) => *first *= parts.len(),
+            None => stacked = vec![parts.len()],
+        }
+        gpu.upload_weight(&bytes, &stacked, dtype)
+    }
+
     /// Tensor `name` as f32 values on the host.
     pub fn get_host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (bytes, dtype, _) = self.raw(name, shape)?;

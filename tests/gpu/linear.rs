@@ -336,6 +336,7 @@ fn linear_epilogues_match_the_separate_ops() {
                     output: None,
                 },
                 epilogue: *epilogue,
+                out_col: 0,
             };
             linear_into_variant(&gpu, &xt, &wt, Some(&bt), &out, options, variant).unwrap();
             let got = gpu.read_f32(&out).unwrap();
@@ -362,6 +363,7 @@ fn linear_epilogues_match_the_separate_ops() {
             output: None,
         },
         epilogue: wrong,
+        out_col: 0,
     };
     let err = linear_into_variant(&gpu, &xt, &wt, None, &out, options, Variant::Portable)
         .unwrap_err()
@@ -411,4 +413,58 @@ fn linear_into_f16_output() {
         let what = format!("linear {} into f16", variant.name());
         check(&what, &gpu.read_f32(&out).unwrap(), &want, tol, seed);
     }
+}
+
+/// `out_col`: the result lands in columns out_col .. out_col + N of a wider
+/// output (V into the second half of a fused K|V row), the other columns
+/// untouched, on every runnable variant; a range past the output is refused.
+#[test]
+fn linear_into_a_column_range() {
+    use ras::kernels::rows::Indices;
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (m, n, k, rows, wide) = (21, 38, 29, 30, 80);
+    let x = randn(&mut rng, m * k);
+    let w = randn(&mut rng, n * k);
+    let b = randn(&mut rng, n);
+    let xt = gpu.upload_f32(&x, &[m, k]).unwrap();
+    let wt = gpu.upload_weight_f32(&w, &[n, k]).unwrap();
+    let bt = gpu.upload_weight_f32(&b, &[n]).unwrap();
+    let dst: Vec<u32> = (0..m as u32).map(|r| (r * 7 + 2) % rows as u32).collect();
+    let di = Indices::upload(&gpu, &dst).unwrap();
+    let full = reference::linear::linear(&x, &w, Some(&b), m, n, k);
+    let col = 40;
+    for variant in runnable(&gpu) {
+        let before = randn(&mut rng, rows * wide);
+        let out = gpu.upload_f32(&before, &[rows, wide]).unwrap();
+        let options = LinearOptions {
+            rows: Rows {
+                input: None,
+                output: Some(&di),
+            },
+            out_col: col,
+            ..Default::default()
+        };
+        linear_into_variant(&gpu, &xt, &wt, Some(&bt), &out, options, variant).unwrap();
+        let mut want = before.clone();
+        for (r, &d) in dst.iter().enumerate() {
+            want[d as usize * wide + col..][..n].copy_from_slice(&full[r * n..][..n]);
+        }
+        let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
+        let what = format!("linear {} into columns {col}..", variant.name());
+        check(&what, &gpu.read_f32(&out).unwrap(), &want, tol, seed);
+    }
+    let out = gpu.empty(&[rows, wide], DType::F32).unwrap();
+    let options = LinearOptions {
+        rows: Rows {
+            input: None,
+            output: Some(&di),
+        },
+        out_col: wide - n + 1,
+        ..Default::default()
+    };
+    let err = linear_into_variant(&gpu, &xt, &wt, None, &out, options, Variant::Portable)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not fit the output"), "{err}");
 }

@@ -116,3 +116,38 @@ fn scatter_into_f16() {
     let got = gpu.read_f32(&dst).unwrap();
     assert_eq!(got, want, "scatter into f16 (seed {seed})");
 }
+
+/// scatter_columns writes picked rows into a column range of a wider
+/// tensor (keys into the first half of a fused K|V row), nothing else.
+#[test]
+fn scatter_into_columns() {
+    use ras::kernels::rows::scatter_columns;
+    let gpu = gpu();
+    let (mut rng, seed) = rng();
+    let (rows, wide, d, col) = (19, 30, 11, 7);
+    let before = randn(&mut rng, rows * wide);
+    let dst = gpu.upload_f32(&before, &[rows, wide]).unwrap();
+    let src = randn(&mut rng, 4 * d);
+    let picked = [18u32, 0, 5, 9];
+    let st = gpu.upload_f32(&src, &[4, d]).unwrap();
+    scatter_columns(&gpu, &st, &Indices::upload(&gpu, &picked).unwrap(), &dst, col).unwrap();
+    let mut want = before.clone();
+    for (i, &r) in picked.iter().enumerate() {
+        want[r as usize * wide + col..][..d].copy_from_slice(&src[i * d..][..d]);
+    }
+    assert_eq!(
+        gpu.read_f32(&dst).unwrap(),
+        want,
+        "scatter into columns (seed {seed})"
+    );
+    let err = scatter_columns(
+        &gpu,
+        &st,
+        &Indices::upload(&gpu, &picked).unwrap(),
+        &dst,
+        wide - d + 1,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("columns of dst"), "{err}");
+}

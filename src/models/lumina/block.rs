@@ -4,7 +4,7 @@
 //! (model-spec §B.3, §B.5).
 
 use super::config::LuminaConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::attention;
 use crate::kernels::linear::{Epilogue, Rows};
@@ -202,7 +202,7 @@ impl LuminaBlock {
         index: usize,
         x: &Tensor,
         step: &Step,
-        kv: Option<&(Tensor, Tensor)>,
+        kv: Option<&[Tensor]>,
     ) -> Result<Tensor> {
         let t = step.tokens;
         let (b, n, nq) = (t.batch, t.n_img, t.n_q);
@@ -220,7 +220,10 @@ impl LuminaBlock {
         let k = self.norm_k1.forward(gpu, &self.k1.forward(gpu, &nx)?)?; // [B, n_q, kv_heads·dh]
         let k = rope(gpu, &k.reshape(&[b, nq, hkv, dh])?, step.cos, step.sin)?; // [B, n_q, kv_heads, dh]
         let (k, v) = match kv {
-            Some((kc, vc)) => {
+            Some(layer) => {
+                let [kc, vc] = layer else {
+                    return Err(Error::Invalid("lumina: a K/V cache layer holds K and V".into()));
+                };
                 scatter(gpu, &k.reshape(&[b * nq, kvw])?, &t.rows, kc)?;
                 let rows = Rows {
                     input: None,

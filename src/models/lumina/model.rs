@@ -126,7 +126,7 @@ impl LuminaTransformer {
     pub fn kv_cache_in(&self, gpu: &Gpu, rows: usize, n_img: usize, dtype: DType) -> Result<KvCache> {
         let shape = self.cache_shape(rows, n_img);
         let layers = (0..self.layers.len())
-            .map(|_| Ok((gpu.empty(&shape, dtype)?, gpu.empty(&shape, dtype)?)))
+            .map(|_| Ok(vec![gpu.empty(&shape, dtype)?, gpu.empty(&shape, dtype)?]))
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache { layers })
     }
@@ -203,7 +203,7 @@ impl LuminaTransformer {
         drop(region);
         let region = gpu.region("layer");
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(gpu, i, &x, &step, call.cache.map(|c| &c.layers[i]))?;
+            x = layer.forward(gpu, i, &x, &step, call.cache.map(|c| &c.layers[i][..]))?;
         }
 
         // 4. LayerNorm (no affine) × (1 + scale), projection, unpatchify
@@ -351,7 +351,10 @@ impl LuminaTransformer {
         };
         let shape = self.cache_shape(tokens.batch, tokens.n_img);
         let ok = cache.layers.len() == self.layers.len()
-            && cache.layers.iter().all(|(k, v)| {
+            && cache.layers.iter().all(|layer| {
+                let [k, v] = &layer[..] else {
+                    return false;
+                };
                 k.shape() == shape
                     && v.shape() == shape
                     && k.dtype() == v.dtype()

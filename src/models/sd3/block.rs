@@ -2,15 +2,16 @@
 //! separate weights but attend jointly over the concatenated sequence.
 
 use super::config::Sd3Config;
+use super::projections::{kv_buffer, Projections};
 use super::tokens::TokenPlan;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::kernels::attention::attention;
+use crate::kernels::attention::{attention_views, HeadsView};
 use crate::kernels::linear::{Epilogue, LinearOptions, Rows};
 use crate::kernels::modulate::Chunk;
 use crate::kernels::norm::{layer_norm_modulated, Modulation};
-use crate::kernels::rows::{scatter, Indices};
-use crate::nn::{Linear, RmsNorm};
+use crate::kernels::rows::Indices;
+use crate::nn::Linear;
 use crate::weights::Weights;
 
 /// LayerNorm eps everywhere in the SD3 transformer (no affine parameters).
@@ -61,71 +62,6 @@ impl FeedForward {
     }
 }
 
-/// Q, K, V projections of one stream, with SD3.5's optional per-head RMSNorm.
-struct Projections {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    norm_q: Option<RmsNorm>,
-    norm_k: Option<RmsNorm>,
-}
-
-impl Projections {
-    fn load(gpu: &Gpu, w: &Weights, names: [&str; 5], cfg: &Sd3Config) -> Result<Projections> {
-        let (d, dh) = (cfg.inner_dim(), cfg.attention_head_dim);
-        let norm = |name: &str| -> Result<Option<RmsNorm>> {
-            match cfg.qk_norm {
-                Some(_) => Ok(Some(RmsNorm::load(gpu, &w.pp(name), dh, LN_EPS)?)),
-                None => Ok(None),
-            }
-        };
-        Ok(Projections {
-            q: Linear::load(gpu, &w.pp(names[0]), d, d)?,
-            k: Linear::load(gpu, &w.pp(names[1]), d, d)?,
-            v: Linear::load(gpu, &w.pp(names[2]), d, d)?,
-            norm_q: norm(names[3])?,
-            norm_k: norm(names[4])?,
-        })
-    }
-}
-
-/// `x·Wᵀ + b`, per-head RMS-normalised when the model has q/k norms.
-fn project(gpu: &Gpu, lin: &Linear, norm: Option<&RmsNorm>, x: &Tensor) -> Result<Tensor> {
-    let y = lin.forward(gpu, x)?;
-    match norm {
-        Some(norm) => norm.forward(gpu, &y),
-        None => Ok(y),
-    }
-}
-
-/// [`project`] into rows `rows` of `dest`. Without a norm the linear writes
-/// the rows itself (index fusion); with one, the normalised rows are
-/// scattered.
-fn project_into(
-    gpu: &Gpu,
-    lin: &Linear,
-    norm: Option<&RmsNorm>,
-    x: &Tensor,
-    dest: &Tensor,
-    rows: &Indices,
-) -> Result<()> {
-    match norm {
-        None => lin.forward_into(
-            gpu,
-            x,
-            dest,
-            Rows {
-                input: None,
-                output: Some(rows),
-            },
-        ),
-        Some(_) => {
-            let y = project(gpu, lin, norm, x)?;
-            scatter(gpu, &y.reshape(&[y.rows(), y.cols()])?, rows, dest)
-        }
-    }
-}
-
 /// `modulate(LayerNorm(x))` (no affine) in one pass.
 fn norm_modulate(gpu: &Gpu, x: &Tensor, emb: &Tensor, shift: Chunk, scale: Chunk) -> Result<Tensor> {
     let modulation = Modulation {
@@ -159,6 +95,7 @@ fn gated_projection(
             gate,
             tanh: false,
         },
+        out_col: 0,
     };
     lin.forward_with(gpu, a, &out, options)?;
     Ok(out)
@@ -167,8 +104,9 @@ fn gated_projection(
 /// Where a block's keys and values go, and their attention bias.
 #[derive(Clone, Copy, Default)]
 pub struct Keys<'a> {
-    /// This layer's K/V cache; scratch buffers when `None`.
-    pub cache: Option<&'a (Tensor, Tensor)>,
+    /// This layer's K/V cache, fused `[B·(N + L), 2D]` (K | V per row); a
+    /// scratch buffer when `None`.
+    pub cache: Option<&'a Tensor>,
     /// Per-key bias `[B, N + L]` (see `Sd3Inputs::text_weights`).
     pub bias: Option<&'a Tensor>,
 }
@@ -263,41 +201,45 @@ impl JointBlock {
         };
         let nc = norm_modulate(gpu, c, mc, c_shift, c_scale)?;
 
-        // Keys and values [B·(N + L), D]: the computed image rows are written
-        // in place (index fusion), the others keep their cached values.
+        // Keys and values, fused [B·(N + L), 2D]: the computed image rows are
+        // written in place (index fusion), the others keep their cached values.
         let scratch;
-        let (k, v) = match kv {
-            Some((k, v)) => (k, v),
+        let kv = match kv {
+            Some(kv) => kv,
             None => {
-                scratch = (
-                    gpu.empty(&[b * (n + l), d], DType::F32)?,
-                    gpu.empty(&[b * (n + l), d], DType::F32)?,
-                );
-                (&scratch.0, &scratch.1)
+                scratch = kv_buffer(gpu, b * (n + l), d, DType::F32)?;
+                &scratch
             }
         };
-        project_into(gpu, &self.img.k, self.img.norm_k.as_ref(), &nx, k, &plan.kv_img)?;
-        project_into(gpu, &self.img.v, None, &nx, v, &plan.kv_img)?;
-        project_into(gpu, &self.txt.k, self.txt.norm_k.as_ref(), &nc, k, &plan.kv_txt)?;
-        project_into(gpu, &self.txt.v, None, &nc, v, &plan.kv_txt)?;
+        self.img.keys_values_into(gpu, &nx, kv, &plan.kv_img)?;
+        self.txt.keys_values_into(gpu, &nc, kv, &plan.kv_txt)?;
         // Queries [B·(n_q + L), D]; the last block needs image queries only.
         let last = self.to_add_out.is_none();
         let lq = if last { nq } else { nq + l };
         let q = if last {
-            project(gpu, &self.img.q, self.img.norm_q.as_ref(), &nx)?
+            self.img.queries(gpu, &nx)?
         } else {
             let q = gpu.empty(&[b * lq, d], DType::F32)?;
-            project_into(gpu, &self.img.q, self.img.norm_q.as_ref(), &nx, &q, &plan.q_img)?;
-            project_into(gpu, &self.txt.q, self.txt.norm_q.as_ref(), &nc, &q, &plan.q_txt)?;
+            self.img.queries_into(gpu, &nx, &q, &plan.q_img)?;
+            self.txt.queries_into(gpu, &nc, &q, &plan.q_txt)?;
             q
         };
         let q_img_rows = if last { None } else { Some(&plan.q_img) };
-        let heads = |t: &Tensor, len| t.reshape(&[b, len, h, dh]);
-        let a = attention(
+        let q = q.reshape(&[b, lq, h, dh])?;
+        let half = |offset| HeadsView {
+            tensor: kv,
+            batch: b,
+            len: n + l,
+            heads: h,
+            head_dim: dh,
+            offset,
+            row_stride: 2 * d,
+        };
+        let a = attention_views(
             gpu,
-            &heads(&q, lq)?,
-            &heads(k, n + l)?,
-            &heads(v, n + l)?,
+            HeadsView::contiguous("q", &q)?,
+            half(0),
+            half(d),
             key_bias,
             1.0 / (dh as f32).sqrt(),
         )?;

@@ -4,6 +4,7 @@ pub mod block;
 pub mod config;
 pub mod embed;
 pub mod model;
+pub mod projections;
 pub mod tokens;
 
 pub use config::Sd3Config;

@@ -8,6 +8,7 @@ use std::path::Path;
 use super::block::{JointBlock, Keys, LN_EPS};
 use super::config::Sd3Config;
 use super::embed::{PatchEmbed, TimeTextEmbed};
+use super::projections::kv_buffer;
 use super::tokens::TokenPlan;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
@@ -194,7 +195,7 @@ impl Sd3Transformer {
         let region = gpu.region("joint block");
         for (i, (block, modulation)) in self.blocks.iter().zip(&step.blocks).enumerate() {
             let keys = Keys {
-                cache: cache.map(|c| &c.layers[i]),
+                cache: cache.map(|c| &c.layers[i][0]),
                 bias: key_bias.as_ref(),
             };
             let (nx, nc) = block.forward(gpu, &x, &c, modulation, plan, keys)?;
@@ -251,8 +252,9 @@ impl Sd3Transformer {
     }
 
     /// A K/V cache for `batch` rows of `n_img` image and `n_txt` text
-    /// tokens: per layer, keys and values `[batch · (N + L), D]` in f32,
-    /// image rows first, as the joint attention reads them.
+    /// tokens: per layer one fused `[batch · (N + L), 2D]` tensor in f32
+    /// (keys in the first D columns, values in the last), image rows
+    /// first, as the joint attention reads them.
     pub fn kv_cache(&self, gpu: &Gpu, batch: usize, n_img: usize, n_txt: usize) -> Result<KvCache> {
         self.kv_cache_in(gpu, batch, n_img, n_txt, DType::F32)
     }
@@ -266,9 +268,9 @@ impl Sd3Transformer {
         n_txt: usize,
         dtype: DType,
     ) -> Result<KvCache> {
-        let shape = [batch * (n_img + n_txt), self.config.inner_dim()];
+        let rows = batch * (n_img + n_txt);
         let layers = (0..self.blocks.len())
-            .map(|_| Ok((gpu.empty(&shape, dtype)?, gpu.empty(&shape, dtype)?)))
+            .map(|_| Ok(vec![kv_buffer(gpu, rows, self.config.inner_dim(), dtype)?]))
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache { layers })
     }
