@@ -40,8 +40,10 @@
 // BIASED = 0), 5 out, 6 params. Dispatch: B · Hq · q_blocks workgroups,
 // q_blocks = ceil(Lq / (4 · WG)). Overrides: D head dim (≤ MAX_D), WG
 // workgroup size, KEY_BIASED 0/1, CAUSAL 0/1 (keys j ≤ i + p.causal_off only),
-// BIASED 0/1, ALIGNED 1 when every K and V row starts on a 16-byte boundary
-// (offsets and strides multiples of 4, D % 4 == 0).
+// BIASED 0/1, ALIGNED 1 when every K and V row starts on a 4-element boundary
+// (offsets and strides multiples of 4, D % 4 == 0). Q_T, KV_T, O_T: the
+// element types of Q, of K and V, and of out (f32 or f16; scores, softmax
+// and sums in f32).
 
 override D: u32 = 64u;
 override WG: u32 = 64u;
@@ -77,12 +79,12 @@ struct Params {
     pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read> qs: array<f32>;
+@group(0) @binding(0) var<storage, read> qs: array<Q_T>;
 @group(0) @binding(1) var<storage, read> ks: array<vec4<KV_T>>;
 @group(0) @binding(2) var<storage, read> vs: array<vec4<KV_T>>;
 @group(0) @binding(3) var<storage, read> key_bias: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<O_T>;
 @group(0) @binding(6) var<uniform> p: Params;
 
 // Elements e .. e+3 out of the words lo = word(e / 4) and hi = the next one,
@@ -199,7 +201,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var e = 0u; e < 4u; e++) {
             let d = 4u * c + e;
             let dc = min(d, D - 1u);
-            let x = vec4(qs[rq.x + dc], qs[rq.y + dc], qs[rq.z + dc], qs[rq.w + dc]) * p.scale_log2;
+            let x = vec4(f32(qs[rq.x + dc]), f32(qs[rq.y + dc]), f32(qs[rq.z + dc]), f32(qs[rq.w + dc])) * p.scale_log2;
             m[e] = select(vec4(0.0), x, d < D);
             acc[d] = vec4(0.0);
         }
@@ -284,7 +286,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if t < p.lq {
             let row = ((b * p.lq + t) * p.hq + h) * D;
             for (var d = 0u; d < D; d++) {
-                out[row + d] = acc[d][i] * inv[i];
+                out[row + d] = O_T(acc[d][i] * inv[i]);
             }
         }
     }

@@ -20,12 +20,12 @@
 // into a cache or a concatenated buffer without separate copy passes.
 //
 // Bias, row indices, epilogues and bindings 1-8: shaders/linear_common.wgsl.
-// Binding 0: x [*, K] f32. Dispatch: tiles_m * tiles_n workgroups,
+// Binding 0: x [*, K] in ACT_T (f32 or f16). Dispatch: tiles_m * tiles_n workgroups,
 // tiles = ceil(dim / 32).
 
 override ALIGNED: bool = false;
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> x: array<vec4<ACT_T>>;
 // The weights as pairs of words for 8-byte loads (linear_common declares
 // binding 1 as single words; this kernel never touches that view).
 @group(0) @binding(1) var<storage, read> w_pairs: array<vec2<u32>>;
@@ -36,12 +36,12 @@ fn w_pair_at(i: u32) -> f32 {
 }
 
 fn x_at(i: u32) -> f32 {
-    return x[i >> 2u][i & 3u];
+    return f32(x[i >> 2u][i & 3u]);
 }
 
 fn x4(i: u32) -> vec4<f32> {
     if ALIGNED {
-        return x[i >> 2u];
+        return vec4<f32>(x[i >> 2u]);
     }
     return vec4(x_at(i), x_at(i + 1u), x_at(i + 2u), x_at(i + 3u));
 }

@@ -4,7 +4,7 @@
 // Bindings after x (0, declared by each kernel for its own load width):
 //   1 w [N, K] in W_DTYPE words (0 f32, 1 f16, 2 bf16), 2 bias [N_total]
 //   (same dtype, ignored unless has_bias), 3 in_idx [M] u32, 4 out_idx [M]
-//   u32 (each ignored unless flagged), 5 residual [*, N_total] f32 and
+//   u32 (each ignored unless flagged), 5 residual [*, N_total] in ACT_T (x's type) and
 //   6 emb [B, emb_stride] f32 (read by the gated epilogues only), 7 out
 //   [*, N_total] in OUT_T (f32, or f16 for a half-precision K/V cache),
 //   8 params.
@@ -42,7 +42,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
 @group(0) @binding(3) var<storage, read> in_idx: array<u32>;
 @group(0) @binding(4) var<storage, read> out_idx: array<u32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<ACT_T>;
 @group(0) @binding(6) var<storage, read> emb: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<OUT_T>;
 @group(0) @binding(8) var<uniform> p: Params;
@@ -73,14 +73,14 @@ fn store(m: u32, n: u32, acc: f32) {
     if EPILOGUE == 1u {
         y = gelu_tanh(y);
     } else if EPILOGUE == 4u {
-        let r = residual[o];
+        let r = f32(residual[o]);
         y *= r / (1.0 + exp(-r));
     } else if EPILOGUE >= 2u {
         var gate = emb[(out_row(m) / p.rows_per_batch) * p.emb_stride + p.gate_off + col];
         if EPILOGUE == 3u {
             gate = tanh(gate);
         }
-        y = residual[o] + gate * y;
+        y = f32(residual[o]) + gate * y;
     }
     out[o] = OUT_T(y);
 }

@@ -21,12 +21,12 @@ enable wgpu_cooperative_matrix;
 // adapter's fixed subgroup size), so the workgroup is exactly four subgroups.
 //
 // Bias, row indices, epilogues and bindings 1-8: shaders/linear_common.wgsl.
-// Binding 0: x [*, K] f32. Dispatch: tiles_m * tiles_n workgroups,
+// Binding 0: x [*, K] in ACT_T (f32 or f16). Dispatch: tiles_m * tiles_n workgroups,
 // tiles = ceil(dim / 64).
 
 override WG: u32 = 128u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<ACT_T>;
 
 const BM: u32 = 64u;
 const BK: u32 = 32u;
@@ -53,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let k = k0 + e % BK;
             let inside = k < p.k;
             let kc = min(k, p.k - 1u);
-            sa[e] = f16(select(0.0, x[x_row(bm + r) * p.k + kc], inside));
+            sa[e] = f16(select(0.0, f32(x[x_row(bm + r) * p.k + kc]), inside));
             sb[e] = f16(select(0.0, w_at(min(bn + r, p.n - 1u) * p.k + kc), inside));
         }
         workgroupBarrier();

@@ -12,12 +12,12 @@
 // k-major as vec4 columns so the inner loop reads two vec4s per 16 FMAs.
 //
 // Bias, row indices, epilogues and bindings 1-8: shaders/linear_common.wgsl.
-// Binding 0: x [*, K] f32 (as vec4). Dispatch: tiles_m * tiles_n
+// Binding 0: x [*, K] in ACT_T (f32 or f16, as vec4). Dispatch: tiles_m * tiles_n
 // workgroups, tiles = ceil(dim / 64).
 
 override ALIGNED: bool = false;
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> x: array<vec4<ACT_T>>;
 
 const BM: u32 = 64u;
 const BK: u32 = 16u;
@@ -27,13 +27,13 @@ var<workgroup> sa: array<vec4<f32>, 256>;
 var<workgroup> sb: array<vec4<f32>, 256>;
 
 fn x_at(i: u32) -> f32 {
-    return x[i >> 2u][i & 3u];
+    return f32(x[i >> 2u][i & 3u]);
 }
 
 // x[row base, k .. k + 4], zero past K.
 fn x4(base: u32, k: u32) -> vec4<f32> {
     if ALIGNED && k + 4u <= p.k {
-        return x[(base + k) >> 2u];
+        return vec4<f32>(x[(base + k) >> 2u]);
     }
     var v = vec4(0.0);
     for (var j = 0u; j < 4u; j++) {

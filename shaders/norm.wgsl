@@ -17,9 +17,9 @@
 // log-depth tree (barriers are the expensive part on software Vulkan).
 // Variance is computed around the mean (two passes), not as E[x²] - E[x]².
 //
-// Bindings: 0 x [rows, n] f32, 1 weight, 2 bias (W_DTYPE words: 0 f32, 1 f16,
+// Bindings: 0 x [rows, n] in ACT_T (f32 or f16; statistics in f32), 1 weight, 2 bias (W_DTYPE words: 0 f32, 1 f16,
 // 2 bf16; ignored unless has_weight / has_bias), 3 emb [B, emb_stride] f32
-// (read only when modulating), 4 out [rows, n] f32, 5 params.
+// (read only when modulating), 4 out [rows, n] in OUT_T, 5 params.
 // Dispatch: one workgroup per row.
 
 override W_DTYPE: u32 = 0u;
@@ -41,11 +41,11 @@ struct Params {
     scale_off: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<ACT_T>;
 @group(0) @binding(1) var<storage, read> weight: array<u32>;
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
 @group(0) @binding(3) var<storage, read> emb: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<OUT_T>;
 @group(0) @binding(5) var<uniform> p: Params;
 
 var<workgroup> partial_a: array<f32, 64>;
@@ -64,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if !RMS {
         var s = 0.0;
         for (var i = lid; i < p.n; i += 64u) {
-            s += x[base + i];
+            s += f32(x[base + i]);
         }
         partial_a[lid] = s;
         workgroupBarrier();
@@ -76,7 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var s2 = 0.0;
     for (var i = lid; i < p.n; i += 64u) {
-        let d = x[base + i] - mean;
+        let d = f32(x[base + i]) - mean;
         s2 += d * d;
     }
     partial_b[lid] = s2;
@@ -88,7 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inv = inverseSqrt(total2 / f32(p.n) + p.eps);
     let affine_row = (row % p.groups) * (p.n / p.hw);
     for (var i = lid; i < p.n; i += 64u) {
-        var y = (x[base + i] - mean) * inv;
+        var y = (f32(x[base + i]) - mean) * inv;
         let a = affine_row + i / p.hw;
         if p.has_weight != 0u {
             y *= decode(W_DTYPE, weight[word_index(W_DTYPE, a)], a);
@@ -106,6 +106,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 y += emb[e + p.shift_off + i];
             }
         }
-        out[base + i] = y;
+        out[base + i] = OUT_T(y);
     }
 }

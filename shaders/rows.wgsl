@@ -5,6 +5,7 @@
 //           this source chunk (row_start <= idx[i] < row_start + src_rows); other
 //           rows are left for the launch over the chunk that holds them.
 //           src may be f32, f16 or bf16 (SRC_DTYPE); out is f32 or f16 (DST_T).
+//   convert (entry `convert`): out[i] = src[i] in out's element type.
 //   scatter (entry `scatter`): out[idx[i], col_off .. col_off + d] = src[i, :]
 //           in an out of dst_cols columns; rows not named by idx, and the
 //           other columns, are untouched (out is updated in place).
@@ -44,6 +45,17 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         return;
     }
     out[i] = DST_T(src_at((row - p.row_start) * p.d + i % p.d));
+}
+
+// Every element converted to DST_T (an f32 tensor to f16 activations).
+@compute @workgroup_size(256)
+fn convert(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = flat_workgroup(wid, nwg) * 256u + lid;
+    if i >= p.total {
+        return;
+    }
+    out[i] = DST_T(src_at(i));
 }
 
 @compute @workgroup_size(256)

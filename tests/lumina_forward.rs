@@ -137,6 +137,7 @@ fn call<'a>(
         active,
         cache,
         memo: Default::default(),
+        precision: Default::default(),
     }
 }
 

@@ -88,7 +88,14 @@ fn sparse_forward_matches_dense_on_active_tokens() {
     let got = gpu
         .read_f32(
             &m.model
-                .forward_planned(&gpu, &inputs, &plan, Some(&cache), Default::default())
+                .forward_planned(
+                    &gpu,
+                    &inputs,
+                    &plan,
+                    Some(&cache),
+                    Default::default(),
+                    Default::default(),
+                )
                 .unwrap(),
         )
         .unwrap();
@@ -109,6 +116,7 @@ fn sparse_forward_matches_dense_on_active_tokens() {
                 run: Some(&memo),
                 step: None,
             },
+            Default::default(),
         )
         .unwrap();
     assert!(memo.bytes() > 0, "the dense step did not fill the memo");
@@ -132,6 +140,7 @@ fn sparse_forward_matches_dense_on_active_tokens() {
                         run: Some(&memo),
                         step: None,
                     },
+                    Default::default(),
                 )
                 .unwrap(),
         )
@@ -255,8 +264,8 @@ fn ratio_one_is_exactly_dense() {
     );
 }
 
-/// `--precision f16` (the K/V cache in f16) stays within 1e-2 of the f32
-/// run and of diffusers' reference run.
+/// `--precision f16` (f16 activations and K/V cache) stays within 1e-2 of
+/// the f32 run and of diffusers' reference run.
 #[test]
 fn f16_cache_stays_close_to_f32() {
     let gpu = gpu();
@@ -315,6 +324,7 @@ fn prepared_step_matches_unprepared() {
             active: None,
             cache: Some(&cache),
             memo: Memos::default(),
+            precision: Default::default(),
         };
         Dit::forward(&m.model, &gpu, &dense_call).unwrap();
         let step = RunMemo::default();
@@ -354,5 +364,75 @@ fn prepared_step_matches_unprepared() {
             launches < plain_launches,
             "{case}: {launches} launches with the prepared values, {plain_launches} without"
         );
+    }
+}
+
+/// f16 activations (`Precision::F16`) stay within 1e-2 of the f32 forward
+/// on the tiny SD3 models (with and without qk-norm), dense and sparse.
+#[test]
+fn f16_activations_forward_within_1e_2() {
+    use ras::models::{Conditioning, Dit, DitCall, Memos, Precision};
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    for case in ["f32_nonsquare_b2", "f32_qk_norm_b2", "bf16_square_b1"] {
+        let m = load(&gpu, case);
+        let cond = Conditioning {
+            tokens: m.ctx.clone(),
+            pooled: Some(m.pooled.clone()),
+            mask: None,
+            text_weights: None,
+        };
+        let (b, h, w) = (m.x.shape()[0], m.x.shape()[2], m.x.shape()[3]);
+        let n = (h / 2) * (w / 2);
+        let run = |precision: Precision| {
+            let call = DitCall {
+                latents: &m.x,
+                timestep: &m.t,
+                cond: &cond,
+                active: None,
+                cache: None,
+                memo: Memos::default(),
+                precision,
+            };
+            gpu.read_f32(&Dit::forward(&m.model, &gpu, &call).unwrap())
+                .unwrap()
+        };
+        let (full, half) = (run(Precision::F32), run(Precision::F16));
+        let err = rel_err(&half, &full);
+        eprintln!("{case}: f16 activations vs f32: rel err {err:.3e}");
+        assert!(err < 1e-2 && err > 0.0, "{case}: {err:.3e}");
+        // Sparse, over an f16 cache a dense f16 call filled.
+        let cache = m
+            .model
+            .kv_cache_in(&gpu, b, n, m.ctx.shape()[1], ras::gpu::DType::F16)
+            .unwrap();
+        let active: Vec<Vec<u32>> = (0..b).map(|_| (0..n as u32).step_by(2).collect()).collect();
+        let call = |active| DitCall {
+            latents: &m.x,
+            timestep: &m.t,
+            cond: &cond,
+            active,
+            cache: Some(&cache),
+            memo: Memos::default(),
+            precision: Precision::F16,
+        };
+        Dit::forward(&m.model, &gpu, &call(None)).unwrap();
+        let sparse = gpu
+            .read_f32(&Dit::forward(&m.model, &gpu, &call(Some(&active))).unwrap())
+            .unwrap();
+        let shape = [b, m.model.config.out_channels(), h, w];
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for (r, toks) in active.iter().enumerate() {
+            for &t in toks {
+                got.extend(token_values(&sparse, &shape, r, t as usize));
+                want.extend(token_values(&full, &shape, r, t as usize));
+            }
+        }
+        let err = rel_err(&got, &want);
+        eprintln!("{case}: sparse f16 vs dense f32 on the active tokens: {err:.3e}");
+        assert!(err < 1e-2, "{case}: {err:.3e}");
     }
 }

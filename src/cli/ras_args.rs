@@ -19,8 +19,9 @@ pub enum PrecisionArg {
     /// Everything in f32 (the reference).
     #[default]
     F32,
-    /// The RAS K/V cache in f16: half its memory, attention still
-    /// accumulates in f32 (needs an adapter with shader-f16).
+    /// f16 K/V cache (half its memory) and, for SD3, f16 activations
+    /// between kernels; sums, norms, softmax and the sampler stay f32
+    /// (needs an adapter with shader-f16).
     F16,
 }
 
@@ -35,8 +36,8 @@ impl PrecisionArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct RasArgs {
-    /// Numeric precision: f32, or f16 for the RAS K/V cache (activations
-    /// stay f32 for now).
+    /// Numeric precision: f32 (the reference), or f16 for the K/V cache and
+    /// (SD3) the activations.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// Fraction of image tokens computed on RAS steps, in (0, 1]. 1 is plain

@@ -53,10 +53,17 @@ pub const TEMPLATES: &[(&str, &str, &[u32])] = &[("attention", "MAX_D_PLACEHOLDE
 ///
 /// [`Kernel::template`]: super::Kernel::template
 pub const STORAGE_TYPES: &[(&str, &str)] = &[
+    ("attention", "Q_T"),
     ("attention", "KV_T"),
+    ("attention", "O_T"),
+    ("linear", "ACT_T"),
     ("linear", "OUT_T"),
+    ("linear_coopmat", "ACT_T"),
     ("linear_coopmat", "OUT_T"),
+    ("linear_tiled", "ACT_T"),
     ("linear_tiled", "OUT_T"),
+    ("norm", "ACT_T"),
+    ("norm", "OUT_T"),
     ("rows", "DST_T"),
 ];
 

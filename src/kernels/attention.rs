@@ -223,7 +223,6 @@ pub fn attention_views_with(
     q.check("q")?;
     k.check("k")?;
     v.check("v")?;
-    expect_dtype(OP, q.tensor, &[DType::F32])?;
     if k.tensor.dtype() != v.tensor.dtype() {
         return Err(Error::DType {
             op: OP,
@@ -273,6 +272,9 @@ pub fn attention_views_with(
         }
     }
     if q.head_dim > MAX_HEAD_DIM {
+        for t in [q.tensor, k.tensor, v.tensor] {
+            expect_dtype(OP, t, &[DType::F32])?;
+        }
         return attention_wide(gpu, q, k, v, opts);
     }
     if let Some(bias) = bias {
@@ -318,10 +320,13 @@ pub fn attention_views_with(
         bias_heads: bias.map_or(1, |b| b.shape()[0] as u32),
         pad: [0; 2],
     };
-    let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], DType::F32)?;
+    // The output keeps the queries' dtype (f16 activations stay f16).
+    let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], q.tensor.dtype())?;
     let kernel = Kernel::new("attention")
         .template("MAX_D_PLACEHOLDER", MAX_HEAD_DIM as u32)
+        .template("Q_T", storage_type(gpu, OP, q.tensor)?)
         .template("KV_T", storage_type(gpu, OP, k.tensor)?)
+        .template("O_T", storage_type(gpu, OP, q.tensor)?)
         .constant("D", q.head_dim as u32)
         .constant("WG", WG as u32)
         .constant("KEY_BIASED", key_bias.is_some() as u32)
@@ -340,7 +345,9 @@ pub fn attention_views_with(
     };
     // Q, K, V and the output each cross memory once at least.
     let kv_bytes = k.tensor.dtype().bytes(2 * q.batch * k.len * k.heads * q.head_dim);
-    let bytes = 4 * (q.batch * q.len * q.heads * q.head_dim + out.numel()) as u64 + kv_bytes;
+    let bytes = q.tensor.dtype().bytes(q.batch * q.len * q.heads * q.head_dim)
+        + out.dtype().bytes(out.numel())
+        + kv_bytes;
     let cost = Cost::new(
         attention_flops(q.batch, q.len, k.len, q.heads, q.head_dim),
         bytes as f64,

@@ -84,11 +84,12 @@ fn kernel(
     w_dtype: u32,
     k: usize,
     epilogue: u32,
+    x: &Tensor,
     out: &Tensor,
 ) -> Result<(Kernel, usize)> {
     // The wide-load paths need every row to start on a 4-element boundary.
     let aligned = k.is_multiple_of(4) as u32;
-    let out_type = storage_type(gpu, OP, out)?;
+    let (act_type, out_type) = (storage_type(gpu, OP, x)?, storage_type(gpu, OP, out)?);
     let (kernel, tile) = match variant {
         // 8×8 invocations × 4×4 outputs.
         Variant::Portable => (
@@ -121,7 +122,10 @@ fn kernel(
             )
         }
     };
-    Ok((kernel.template("OUT_T", out_type), tile))
+    Ok((
+        kernel.template("ACT_T", act_type).template("OUT_T", out_type),
+        tile,
+    ))
 }
 
 /// Row routing for [`linear_into`]: logical row `m` reads input row
@@ -132,7 +136,8 @@ pub struct Rows<'a> {
     pub output: Option<&'a Indices>,
 }
 
-/// `x [.., K]` times `weight [N, K]`ᵀ plus `bias [N]` → `[.., N]` (f32).
+/// `x [.., K]` times `weight [N, K]`ᵀ plus `bias [N]` → `[.., N]`, in x's
+/// dtype (f32, or f16 activations; sums in f32 either way).
 pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let n = weight.shape().first().copied().unwrap_or(0);
     let mut shape = x.shape().to_vec();
@@ -140,17 +145,17 @@ pub fn linear(gpu: &Gpu, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
         Some(last) => *last = n,
         None => return Err(Error::shape(OP, "input must have at least one dimension")),
     }
-    let out = gpu.empty(&shape, DType::F32)?;
+    let out = gpu.empty(&shape, x.dtype())?;
     linear_into(gpu, x, weight, bias, &out, Rows::default())?;
     Ok(out)
 }
 
 fn check(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, out: &Tensor) -> Result<(usize, usize)> {
-    if x.dtype() != DType::F32 {
+    if !matches!(x.dtype(), DType::F32 | DType::F16) {
         return Err(Error::DType {
             op: OP,
             dtype: x.dtype().name().into(),
-            message: "activations must be f32".into(),
+            message: "activations must be f32 or f16".into(),
         });
     }
     if !matches!(out.dtype(), DType::F32 | DType::F16) {
@@ -238,17 +243,17 @@ pub fn linear_with(
 }
 
 /// `(gate offset, emb row stride, output rows per image)` of a gated epilogue.
-fn gate_layout(epilogue: &Epilogue, out: &Tensor, n: usize) -> Result<(usize, usize, usize)> {
+fn gate_layout(epilogue: &Epilogue, x_dtype: DType, out: &Tensor, n: usize) -> Result<(usize, usize, usize)> {
     let (residual, emb, gate) = match epilogue {
         Epilogue::GatedResidual {
             residual, emb, gate, ..
         } => (residual, emb, gate),
         Epilogue::SiluGated { gate } => {
-            if gate.shape() != out.shape() || gate.dtype() != DType::F32 {
+            if gate.shape() != out.shape() || gate.dtype() != x_dtype {
                 return Err(Error::shape(
                     OP,
                     format!(
-                        "gate {:?} must be f32 of the output's shape {:?}",
+                        "gate {:?} must have the output's shape {:?} and the input's dtype",
                         gate.shape(),
                         out.shape()
                     ),
@@ -258,11 +263,11 @@ fn gate_layout(epilogue: &Epilogue, out: &Tensor, n: usize) -> Result<(usize, us
         }
         _ => return Ok((0, 0, 1)),
     };
-    if residual.shape() != out.shape() || residual.dtype() != DType::F32 {
+    if residual.shape() != out.shape() || residual.dtype() != x_dtype {
         return Err(Error::shape(
             OP,
             format!(
-                "residual {:?} must be f32 of the output's shape {:?}",
+                "residual {:?} must have the output's shape {:?} and the input's dtype",
                 residual.shape(),
                 out.shape()
             ),
@@ -324,7 +329,7 @@ pub fn linear_into_variant(
             format!("output {:?} must have {n} columns", out.shape()),
         ));
     }
-    let (gate_off, emb_stride, rows_per_batch) = gate_layout(&epilogue, out, n)?;
+    let (gate_off, emb_stride, rows_per_batch) = gate_layout(&epilogue, x.dtype(), out, n)?;
     let m = rows.input.map_or(x.rows(), Indices::len);
     if let Some(i) = rows.input {
         i.check(OP, x.rows())?;
@@ -348,7 +353,7 @@ pub fn linear_into_variant(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let (kernel, tile) = kernel(gpu, variant, code, k, epilogue.code(), out)?;
+    let (kernel, tile) = kernel(gpu, variant, code, k, epilogue.code(), x, out)?;
     let in_idx = rows.input.map_or(x, Indices::tensor);
     let out_idx = rows.output.map_or(x, Indices::tensor);
     // Unused bindings take any buffer that is not the output.
@@ -391,7 +396,7 @@ pub fn linear_into_variant(
         ];
         let wg = groups(m.div_ceil(tile) * tiles_n, 1)?;
         let bytes =
-            4 * m * k + (weight.dtype().bytes(chunk_rows * k) + out.dtype().bytes(m * chunk_rows)) as usize;
+            x.dtype().bytes(m * k) + weight.dtype().bytes(chunk_rows * k) + out.dtype().bytes(m * chunk_rows);
         let cost = Cost::new(linear_flops(m, chunk_rows, k), bytes as f64);
         gpu.dispatch_costed(
             &kernel,

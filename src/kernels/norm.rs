@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::modulate::Chunk;
-use super::{dtype_code, groups, u32_of};
+use super::{dtype_code, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
 
@@ -86,11 +86,11 @@ fn modulation_layout(op: &'static str, m: &Modulation, l: &Layout) -> Result<(us
 }
 
 fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: Mode) -> Result<Tensor> {
-    if x.dtype() != DType::F32 {
+    if !matches!(x.dtype(), DType::F32 | DType::F16) {
         return Err(Error::DType {
             op,
             dtype: x.dtype().name().into(),
-            message: "input must be f32".into(),
+            message: "input must be f32 or f16".into(),
         });
     }
     let mut code = 0;
@@ -112,7 +112,8 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: M
         Some(m) => modulation_layout(op, m, &l)?,
         None => (1, 0, 0, 0),
     };
-    let out = gpu.empty(x.shape(), DType::F32)?;
+    // The output keeps the input's dtype (f16 activations stay f16).
+    let out = gpu.empty(x.shape(), x.dtype())?;
     if l.rows == 0 || l.n == 0 {
         return Ok(out);
     }
@@ -129,7 +130,10 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: M
         has_weight: a.weight.is_some() as u32,
         has_bias: a.bias.is_some() as u32,
     };
+    let act = storage_type(gpu, op, x)?;
     let kernel = Kernel::new("norm")
+        .template("ACT_T", act)
+        .template("OUT_T", act)
         .constant("W_DTYPE", code)
         .constant("RMS", mode.rms as u32)
         .constant("SILU", mode.silu as u32)

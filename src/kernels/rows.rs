@@ -64,6 +64,11 @@ impl Indices {
 /// Rows `idx` of `src [rows, D]` (f32, f16 or bf16; may be split into
 /// several buffers) → `[len(idx), D]` f32.
 pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
+    gather_as(gpu, src, idx, DType::F32)
+}
+
+/// [`gather`] into an f32 or f16 output (f16 activations).
+pub fn gather_as(gpu: &Gpu, src: &Tensor, idx: &Indices, dtype: DType) -> Result<Tensor> {
     const OP: &str = "gather";
     let code = dtype_code(OP, src)?;
     let (d, rows) = (
@@ -71,13 +76,13 @@ pub fn gather(gpu: &Gpu, src: &Tensor, idx: &Indices) -> Result<Tensor> {
         src.shape()[0],
     );
     idx.check(OP, rows)?;
-    let out = gpu.empty(&[idx.len(), d], DType::F32)?;
+    let out = gpu.empty(&[idx.len(), d], dtype)?;
     if idx.is_empty() || d == 0 {
         return Ok(out);
     }
     let kernel = Kernel::new("rows")
         .entry("gather")
-        .template("DST_T", 0)
+        .template("DST_T", storage_type(gpu, OP, &out)?)
         .constant("SRC_DTYPE", code);
     let mut row_start = 0;
     for c in 0..src.num_chunks() {
@@ -121,13 +126,7 @@ pub fn scatter(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor) -> Result<(
 /// other columns keep their values.
 pub fn scatter_columns(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor, col: usize) -> Result<()> {
     const OP: &str = "scatter";
-    if src.dtype() != DType::F32 {
-        return Err(Error::DType {
-            op: OP,
-            dtype: src.dtype().name().into(),
-            message: "scatter reads f32 rows".into(),
-        });
-    }
+    let src_code = dtype_code(OP, src)?;
     let dst_type = storage_type(gpu, OP, dst)?;
     let d = src.cols();
     if src.shape() != [idx.len(), d] || col + d > dst.cols() {
@@ -156,10 +155,10 @@ pub fn scatter_columns(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor, col
     let kernel = Kernel::new("rows")
         .entry("scatter")
         .template("DST_T", dst_type)
-        .constant("SRC_DTYPE", 0);
+        .constant("SRC_DTYPE", src_code);
     let cost = Cost::new(
         0.0,
-        (4 * idx.len() * (d + 1)) as f64 + dst.dtype().bytes(idx.len() * d) as f64,
+        (src.dtype().bytes(idx.len() * d) + dst.dtype().bytes(idx.len() * d) + 4 * idx.len() as u64) as f64,
     );
     gpu.dispatch_costed(
         &kernel,
@@ -169,4 +168,48 @@ pub fn scatter_columns(gpu: &Gpu, src: &Tensor, idx: &Indices, dst: &Tensor, col
         groups(idx.len() * d, 256)?,
         cost,
     )
+}
+
+/// `t` with its elements in `dtype` (f32 ↔ f16 activations); `t` itself
+/// when it already is.
+pub fn convert(gpu: &Gpu, t: &Tensor, dtype: DType) -> Result<Tensor> {
+    const OP: &str = "convert";
+    if t.dtype() == dtype {
+        return Ok(t.clone());
+    }
+    let code = dtype_code(OP, t)?;
+    if t.num_chunks() != 1 {
+        return Err(Error::shape(
+            OP,
+            format!("{:?} is split over several buffers", t.shape()),
+        ));
+    }
+    let out = gpu.empty(t.shape(), dtype)?;
+    let n = t.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let params = RowsParams {
+        total: u32_of(OP, n)?,
+        d: 1,
+        row_start: 0,
+        src_rows: 0,
+        dst_cols: 1,
+        col_off: 0,
+    };
+    let kernel = Kernel::new("rows")
+        .entry("convert")
+        .template("DST_T", storage_type(gpu, OP, &out)?)
+        .constant("SRC_DTYPE", code);
+    let cost = Cost::new(0.0, (t.dtype().bytes(n) + dtype.bytes(n)) as f64);
+    // Binding 1 (the index list) is unused; any buffer fills it.
+    gpu.dispatch_costed(
+        &kernel,
+        &[t.arg()?, t.arg()?],
+        &[out.arg()?],
+        bytemuck::bytes_of(&params),
+        groups(n, 256)?,
+        cost,
+    )?;
+    Ok(out)
 }

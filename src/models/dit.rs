@@ -76,8 +76,10 @@ impl RunMemo {
 }
 
 /// Numeric precision of a run. `F16` keeps the RAS K/V cache in f16 (half
-/// its memory; attention accumulates in f32) and needs an adapter with
-/// shader-f16; activations are f32 either way. `F32` is the reference.
+/// its memory) and, in SD3, the activations between kernels (hidden
+/// states, attention inputs and outputs, the MLP's hidden layer); sums,
+/// norm statistics, softmax and the sampler's state stay f32. Needs an
+/// adapter with shader-f16. `F32` is the reference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
@@ -86,6 +88,11 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Element type of activations.
+    pub fn act_dtype(self) -> DType {
+        self.cache_dtype()
+    }
+
     /// Element type of the K/V cache.
     pub fn cache_dtype(self) -> DType {
         match self {
@@ -137,6 +144,8 @@ pub struct DitCall<'a> {
     pub cache: Option<&'a KvCache>,
     /// Values computed ahead of the call; `Memos::default()` computes all.
     pub memo: Memos<'a>,
+    /// Activation precision (the K/V cache's is the cache tensors' own).
+    pub precision: Precision,
 }
 
 /// The memos a call may reuse.

@@ -2,7 +2,7 @@
 //! [`Weights`] view named like the checkpoint's module.
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::linear::{linear, linear_into, linear_with, Epilogue, LinearOptions, Rows};
 use crate::kernels::norm::{layer_norm, rms_norm, rms_norm_with, Modulation};
 use crate::weights::Weights;
@@ -69,13 +69,25 @@ impl Linear {
         linear_with(gpu, x, &self.weight, self.bias.as_ref(), out, options)
     }
 
-    /// `epilogue(x·Wᵀ + b)` into a new `[.., out_features]` tensor.
-    pub fn forward_then(&self, gpu: &Gpu, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+    /// `x·Wᵀ + b` as a new `[.., out_features]` tensor in `dtype` (f32 or
+    /// f16, whatever x's).
+    pub fn forward_as(&self, gpu: &Gpu, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        let out = gpu.empty(&self.output_shape(x), dtype)?;
+        self.forward_with(gpu, x, &out, LinearOptions::default())?;
+        Ok(out)
+    }
+
+    fn output_shape(&self, x: &Tensor) -> Vec<usize> {
         let mut shape = x.shape().to_vec();
         if let Some(last) = shape.last_mut() {
             *last = self.out_features();
         }
-        let out = gpu.empty(&shape, crate::gpu::DType::F32)?;
+        shape
+    }
+
+    /// `epilogue(x·Wᵀ + b)` into a new `[.., out_features]` tensor of x's dtype.
+    pub fn forward_then(&self, gpu: &Gpu, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+        let out = gpu.empty(&self.output_shape(x), x.dtype())?;
         let options = LinearOptions {
             epilogue,
             ..Default::default()

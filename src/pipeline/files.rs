@@ -39,6 +39,7 @@ pub fn forward_files(gpu: &Gpu, model: &dyn Dit, inputs: &Path, output: &Path) -
         active: None,
         cache: None,
         memo: Default::default(),
+        precision: Precision::F32,
     };
     let sample = model.forward(gpu, &call)?;
     save(

@@ -272,6 +272,7 @@ impl Denoiser {
                     run: Some(&self.memo),
                     step: Some(&step_memo),
                 },
+                precision: self.precision,
             },
         )?;
         drop(step_memo);
@@ -345,6 +346,7 @@ impl Denoiser {
                 run: Some(&self.memo),
                 step: Some(&memo),
             },
+            precision: self.precision,
         };
         model.prepare(gpu, &call)?;
         gpu.flush()?;

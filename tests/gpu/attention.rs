@@ -462,3 +462,44 @@ fn attention_f16_keys_and_values() {
         assert!(err.contains("keys are f16 but values are not"), "{err}");
     }
 }
+
+/// f16 queries and output (as with f16 activations), f16 keys and values:
+/// scores, softmax and sums in f32.
+#[test]
+fn attention_f16_queries_and_output() {
+    use ras::gpu::DType;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let n = dims(2, 29, 41, 4, 2, 64);
+    let half = |x: &[f32]| -> (Vec<u8>, Vec<f32>) {
+        let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+        (
+            bytemuck::cast_slice(&h).to_vec(),
+            h.iter().map(|v| v.to_f32()).collect(),
+        )
+    };
+    let (qb, q) = half(&randn(&mut rng, n.b * n.lq * n.hq * n.d));
+    let (kb, k) = half(&randn(&mut rng, n.b * n.lk * n.hkv * n.d));
+    let (vb, v) = half(&randn(&mut rng, n.b * n.lk * n.hkv * n.d));
+    let kv_shape = [n.b, n.lk, n.hkv, n.d];
+    let qt = gpu
+        .upload_weight(&qb, &[n.b, n.lq, n.hq, n.d], DType::F16)
+        .unwrap();
+    let kt = gpu.upload_weight(&kb, &kv_shape, DType::F16).unwrap();
+    let vt = gpu.upload_weight(&vb, &kv_shape, DType::F16).unwrap();
+    let scale = 1.0 / (n.d as f32).sqrt();
+    let out = attention::attention(&gpu, &qt, &kt, &vt, None, scale).unwrap();
+    assert_eq!(out.dtype(), DType::F16);
+    let want = reference::attention(&q, &k, &v, None, n, scale);
+    check(
+        "attention f16 q/k/v/out",
+        &gpu.read_f32(&out).unwrap(),
+        &want,
+        1e-3,
+        seed,
+    );
+}

@@ -468,3 +468,90 @@ fn linear_into_a_column_range() {
         .to_string();
     assert!(err.contains("do not fit the output"), "{err}");
 }
+
+/// f16 activations in and out (and a gated residual read as f16) on every
+/// runnable variant: the f32 reference on the f16-rounded input, rounded.
+#[test]
+fn linear_f16_activations() {
+    use ras::kernels::linear::Epilogue;
+    use ras::kernels::modulate::Chunk;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (m, n, k) = (37, 45, 68);
+    let (xb, x) = halves(&randn(&mut rng, m * k));
+    let (rb, res) = halves(&randn(&mut rng, m * n));
+    let w = randn(&mut rng, n * k);
+    let b = randn(&mut rng, n);
+    let emb = randn(&mut rng, 2 * n);
+    let xt = gpu.upload_weight(&xb, &[m, k], DType::F16).unwrap();
+    let rt = gpu.upload_weight(&rb, &[m, n], DType::F16).unwrap();
+    let et = gpu.upload_f32(&emb, &[1, 2 * n]).unwrap();
+    let wt = gpu.upload_weight_f32(&w, &[n, k]).unwrap();
+    let bt = gpu.upload_weight_f32(&b, &[n]).unwrap();
+    let y = reference::linear::linear(&x, &w, Some(&b), m, n, k);
+    let gated: Vec<f32> = (0..m * n).map(|i| res[i] + emb[n + i % n] * y[i]).collect();
+    for variant in runnable(&gpu) {
+        let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-3 };
+        let out = linear_variant_to(&gpu, &xt, &wt, &bt, DType::F16, Epilogue::None, variant);
+        check(
+            &format!("linear {} f16 in, f16 out", variant.name()),
+            &out,
+            &y,
+            tol,
+            seed,
+        );
+        let out = linear_variant_to(&gpu, &xt, &wt, &bt, DType::F32, Epilogue::None, variant);
+        check(
+            &format!("linear {} f16 in, f32 out", variant.name()),
+            &out,
+            &y,
+            tol,
+            seed,
+        );
+        let epilogue = Epilogue::GatedResidual {
+            residual: &rt,
+            emb: &et,
+            gate: Chunk { index: 1, count: 2 },
+            tanh: false,
+        };
+        let out = linear_variant_to(&gpu, &xt, &wt, &bt, DType::F16, epilogue, variant);
+        check(
+            &format!("linear {} f16 gated residual", variant.name()),
+            &out,
+            &gated,
+            tol,
+            seed,
+        );
+    }
+}
+
+/// `v` rounded to f16: its bytes and its values.
+fn halves(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+    (
+        bytemuck::cast_slice(&h).to_vec(),
+        h.iter().map(|x| x.to_f32()).collect(),
+    )
+}
+
+fn linear_variant_to(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    dtype: DType,
+    epilogue: ras::kernels::linear::Epilogue,
+    variant: Variant,
+) -> Vec<f32> {
+    let out = gpu.empty(&[x.shape()[0], w.shape()[0]], dtype).unwrap();
+    let options = LinearOptions {
+        epilogue,
+        ..Default::default()
+    };
+    linear_into_variant(gpu, x, w, Some(b), &out, options, variant).unwrap();
+    gpu.read_f32(&out).unwrap()
+}

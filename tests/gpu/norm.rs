@@ -154,3 +154,52 @@ fn norms_fused_with_modulation() {
         .to_string();
     assert!(err.contains("B dividing 58 rows"), "{err}");
 }
+
+/// f16 rows in and out (statistics in f32), modulated.
+#[test]
+fn norm_f16_activations() {
+    use ras::gpu::DType;
+    use ras::kernels::modulate::Chunk;
+    use ras::kernels::norm::Modulation;
+    use ras::reference::modulate as modulation;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (b, per, d) = (2, 13, 70);
+    let h: Vec<half::f16> = randn(&mut rng, b * per * d)
+        .iter()
+        .map(|&v| half::f16::from_f32(v * 3.0 + 1.0))
+        .collect();
+    let x: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+    let xt = gpu
+        .upload_weight(bytemuck::cast_slice(&h), &[b, per, d], DType::F16)
+        .unwrap();
+    let emb = randn(&mut rng, b * 2 * d);
+    let et = gpu.upload_f32(&emb, &[b, 2 * d]).unwrap();
+    let m = Modulation {
+        emb: &et,
+        shift: Some(Chunk { index: 0, count: 2 }),
+        scale: Chunk { index: 1, count: 2 },
+    };
+    let got = norm::layer_norm_modulated(&gpu, &xt, m, 1e-6).unwrap();
+    assert_eq!(got.dtype(), DType::F16);
+    let want = modulation::modulate(
+        &reference::layer_norm(&x, d, None, None, 1e-6),
+        &emb,
+        b,
+        d,
+        2,
+        0,
+        1,
+    );
+    check(
+        "layer_norm f16 + modulate",
+        &gpu.read_f32(&got).unwrap(),
+        &want,
+        1e-3,
+        seed,
+    );
+}

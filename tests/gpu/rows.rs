@@ -151,3 +151,53 @@ fn scatter_into_columns() {
     .to_string();
     assert!(err.contains("columns of dst"), "{err}");
 }
+
+/// convert f32 ↔ f16, gather into f16 and scatter f16 rows: each value
+/// rounded once.
+#[test]
+fn f16_convert_gather_scatter() {
+    use ras::kernels::rows::{convert, gather_as};
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (rows, d) = (23, 13);
+    let x = randn(&mut rng, rows * d);
+    let rounded: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let xt = gpu.upload_f32(&x, &[rows, d]).unwrap();
+    let h = convert(&gpu, &xt, DType::F16).unwrap();
+    assert_eq!(h.dtype(), DType::F16);
+    assert_eq!(gpu.read_f32(&h).unwrap(), rounded, "convert to f16 (seed {seed})");
+    let back = convert(&gpu, &h, DType::F32).unwrap();
+    assert_eq!(
+        gpu.read_f32(&back).unwrap(),
+        rounded,
+        "convert back (seed {seed})"
+    );
+    let picked = [22u32, 4, 4, 0, 9];
+    let idx = Indices::upload(&gpu, &picked).unwrap();
+    let g = gather_as(&gpu, &xt, &idx, DType::F16).unwrap();
+    assert_eq!(
+        gpu.read_f32(&g).unwrap(),
+        reference::gather(&rounded, d, &picked),
+        "gather into f16 (seed {seed})"
+    );
+    let dst = gpu.upload_f32(&vec![0.0; rows * d], &[rows, d]).unwrap();
+    let distinct = Indices::upload(&gpu, &[22, 4, 0, 9]).unwrap();
+    let src = gather_as(&gpu, &xt, &distinct, DType::F16).unwrap();
+    scatter(&gpu, &src, &distinct, &dst).unwrap();
+    let mut want = vec![0.0; rows * d];
+    reference::scatter(
+        &reference::gather(&rounded, d, &[22, 4, 0, 9]),
+        d,
+        &[22, 4, 0, 9],
+        &mut want,
+    );
+    assert_eq!(
+        gpu.read_f32(&dst).unwrap(),
+        want,
+        "scatter f16 rows (seed {seed})"
+    );
+}

@@ -5,7 +5,7 @@ use super::config::Sd3Config;
 use super::projections::{kv_buffer, Projections};
 use super::tokens::TokenPlan;
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::{attention_views, HeadsView};
 use crate::kernels::linear::{Epilogue, LinearOptions, Rows};
 use crate::kernels::modulate::Chunk;
@@ -83,7 +83,7 @@ fn gated_projection(
     emb: &Tensor,
     gate: Chunk,
 ) -> Result<Tensor> {
-    let out = gpu.empty(residual.shape(), DType::F32)?;
+    let out = gpu.empty(residual.shape(), residual.dtype())?;
     let options = LinearOptions {
         rows: Rows {
             input: rows,
@@ -207,7 +207,7 @@ impl JointBlock {
         let kv = match kv {
             Some(kv) => kv,
             None => {
-                scratch = kv_buffer(gpu, b * (n + l), d, DType::F32)?;
+                scratch = kv_buffer(gpu, b * (n + l), d, nx.dtype())?;
                 &scratch
             }
         };
@@ -219,7 +219,7 @@ impl JointBlock {
         let q = if last {
             self.img.queries(gpu, &nx)?
         } else {
-            let q = gpu.empty(&[b * lq, d], DType::F32)?;
+            let q = gpu.empty(&[b * lq, d], nx.dtype())?;
             self.img.queries_into(gpu, &nx, &q, &plan.q_img)?;
             self.txt.queries_into(gpu, &nc, &q, &plan.q_txt)?;
             q

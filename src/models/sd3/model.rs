@@ -16,8 +16,10 @@ use crate::kernels::elementwise::{unary, Unary};
 use crate::kernels::modulate::Chunk;
 use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::unpatchify;
-use crate::kernels::rows::{gather, scatter};
-use crate::models::dit::{memoized, Conditioning, Dit, DitCall, GuidanceRule, KvCache, Memos, RunMemo};
+use crate::kernels::rows::{convert, gather_as, scatter};
+use crate::models::dit::{
+    memoized, Conditioning, Dit, DitCall, GuidanceRule, KvCache, Memos, Precision, RunMemo,
+};
 use crate::models::Family;
 use crate::nn::Linear;
 use crate::weights::Weights;
@@ -113,6 +115,7 @@ impl Sd3Transformer {
             &TokenPlan::dense(gpu, b, n, l)?,
             None,
             Memos::default(),
+            Precision::F32,
         )
     }
 
@@ -128,10 +131,17 @@ impl Sd3Transformer {
 
     /// What a call computes before its token selection matters, each value
     /// taken from `memo` when there (filled by [`Dit::prepare`]).
-    fn step_inputs(&self, gpu: &Gpu, inputs: &Sd3Inputs, memo: Option<&RunMemo>) -> Result<StepInputs> {
+    fn step_inputs(
+        &self,
+        gpu: &Gpu,
+        inputs: &Sd3Inputs,
+        memo: Option<&RunMemo>,
+        precision: Precision,
+    ) -> Result<StepInputs> {
         let _region = gpu.region("embed");
         let x_all = memoized(memo, ("patch embedding", 0), || {
-            self.pos_embed.forward(gpu, inputs.hidden_states) // [B, N, D]
+            let x = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
+            convert(gpu, &x, precision.act_dtype())
         })?;
         // Every adaLN linear consumes silu(temb).
         let cond = memoized(memo, ("silu(temb)", 0), || {
@@ -167,6 +177,7 @@ impl Sd3Transformer {
         plan: &TokenPlan,
         cache: Option<&KvCache>,
         memo: Memos,
+        precision: Precision,
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, n, l) = self.token_counts(inputs)?;
@@ -178,16 +189,18 @@ impl Sd3Transformer {
 
         // 1.-2. patch embedding + cropped position table, the conditioning
         // vector and every adaLN modulation: all before the selection
-        let step = self.step_inputs(gpu, inputs, memo.step)?;
+        let step = self.step_inputs(gpu, inputs, memo.step, precision)?;
         let region = gpu.region("embed");
         // the computed tokens
         let mut x = match &plan.gather {
-            Some(rows) => gather(gpu, &step.x_all.reshape(&[b * n, d])?, rows)?.reshape(&[b, plan.n_q, d])?,
+            Some(rows) => gather_as(gpu, &step.x_all.reshape(&[b * n, d])?, rows, step.x_all.dtype())?
+                .reshape(&[b, plan.n_q, d])?,
             None => step.x_all.clone(),
         }; // [B, n_q, D]
            // 3. text tokens
         let mut c = memoized(memo.run, ("context_embedder", 0), || {
-            self.context_embedder.forward(gpu, inputs.encoder_hidden_states)
+            let ctx = inputs.encoder_hidden_states;
+            self.context_embedder.forward_as(gpu, ctx, precision.act_dtype())
         })?; // [B, L, D]
         let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
         drop(region);
@@ -215,7 +228,7 @@ impl Sd3Transformer {
             scale,
         };
         let x = layer_norm_modulated(gpu, &x, modulation, LN_EPS)?;
-        let y = self.proj_out.forward(gpu, &x)?; // [B, n_q, p·p·C_out]
+        let y = self.proj_out.forward_as(gpu, &x, DType::F32)?; // [B, n_q, p·p·C_out]
         let y = match &plan.gather {
             Some(rows) => {
                 let full = gpu.empty(&[b * n, y.cols()], DType::F32)?;
@@ -371,12 +384,13 @@ impl Dit for Sd3Transformer {
             Some(active) => TokenPlan::sparse(gpu, n, l, active)?,
             None => TokenPlan::dense(gpu, b, n, l)?,
         };
-        self.forward_planned(gpu, &inputs, &plan, call.cache, call.memo)
+        self.forward_planned(gpu, &inputs, &plan, call.cache, call.memo, call.precision)
     }
 
     fn prepare(&self, gpu: &Gpu, call: &DitCall) -> Result<()> {
         let inputs = self.inputs(call)?;
         self.token_counts(&inputs)?;
-        self.step_inputs(gpu, &inputs, call.memo.step).map(drop)
+        self.step_inputs(gpu, &inputs, call.memo.step, call.precision)
+            .map(drop)
     }
 }
