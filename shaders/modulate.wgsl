@@ -24,10 +24,10 @@ struct Params {
     off_b: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<ACT_T>;
+@group(0) @binding(1) var<storage, read> y: array<ACT_T>;
 @group(0) @binding(2) var<storage, read> emb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<ACT_T>;
 @group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
@@ -40,12 +40,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let e = (i / p.per_batch) * p.emb_stride + i % p.d;
     switch OP {
         // off_a = shift, off_b = scale
-        case 0u: { out[i] = x[i] * (1.0 + emb[e + p.off_b]) + emb[e + p.off_a]; }
+        case 0u: { out[i] = ACT_T(f32(x[i]) * (1.0 + emb[e + p.off_b]) + emb[e + p.off_a]); }
         // off_a = gate
-        case 1u: { out[i] = x[i] + emb[e + p.off_a] * y[i]; }
+        case 1u: { out[i] = ACT_T(f32(x[i]) + emb[e + p.off_a] * f32(y[i])); }
         // off_a = scale
-        case 2u: { out[i] = x[i] * (1.0 + emb[e + p.off_a]); }
+        case 2u: { out[i] = ACT_T(f32(x[i]) * (1.0 + emb[e + p.off_a])); }
         // off_a = gate
-        default: { out[i] = x[i] + tanh(emb[e + p.off_a]) * y[i]; }
+        default: { out[i] = ACT_T(f32(x[i]) + tanh(emb[e + p.off_a]) * f32(y[i])); }
     }
 }

@@ -27,10 +27,10 @@ struct Params {
     table_rows: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<ACT_T>;
 @group(0) @binding(1) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(2) var<storage, read> sin_t: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<ACT_T>;
 @group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
@@ -51,8 +51,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         a = 2u * (i - j) + j;
         gap = p.half;
     }
-    let re = x[a];
-    let im = x[a + gap];
-    out[a] = re * c - im * s;
-    out[a + gap] = re * s + im * c;
+    let re = f32(x[a]);
+    let im = f32(x[a + gap]);
+    out[a] = ACT_T(re * c - im * s);
+    out[a + gap] = ACT_T(re * s + im * c);
 }

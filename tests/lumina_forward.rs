@@ -331,3 +331,44 @@ fn unused_key_is_named() {
         "{err}"
     );
 }
+
+/// f16 activations (`Precision::F16`) stay within 1e-2 of the f32 forward,
+/// dense, and sparse over an f16 cache (head dims 12 and 72, RoPE scaling,
+/// grouped K/V heads, the caption's f32 keys and values).
+#[test]
+fn f16_activations_within_1e_2() {
+    use ras::gpu::DType;
+    use ras::models::Precision;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    for case in ["f32_hd12_scaled_b2", "bf16_hd72_shared_q_b2"] {
+        let model = LuminaTransformer::load_dir(&gpu, &fixture(case).join("transformer")).unwrap();
+        let i = inputs(&gpu, case);
+        let s = i.latents.shape().to_vec();
+        let n = (s[2] / 2) * (s[3] / 2);
+        let full = gpu
+            .read_f32(&model.forward(&gpu, &call(&i, None, None)).unwrap())
+            .unwrap();
+        let half = |active, cache| DitCall {
+            precision: Precision::F16,
+            ..call(&i, active, cache)
+        };
+        let dense = gpu
+            .read_f32(&model.forward(&gpu, &half(None, None)).unwrap())
+            .unwrap();
+        let err = rel_err(&dense, &full);
+        eprintln!("{case}: f16 activations vs f32: rel err {err:.3e}");
+        assert!(err < 1e-2 && err > 0.0, "{case}: {err:.3e}");
+        let cache = model.kv_cache_in(&gpu, s[0], n, DType::F16).unwrap();
+        model.forward(&gpu, &half(None, Some(&cache))).unwrap();
+        let active: Vec<Vec<u32>> = (0..s[0]).map(|_| (0..n as u32).step_by(3).collect()).collect();
+        let sparse = model.forward(&gpu, &half(Some(&active), Some(&cache))).unwrap();
+        let got = at_tokens(&gpu.read_f32(&sparse).unwrap(), &s, 2, &active);
+        let err = rel_err(&got, &at_tokens(&full, &s, 2, &active));
+        eprintln!("{case}: sparse f16 vs dense f32 on the active tokens: {err:.3e}");
+        assert!(err < 1e-2, "{case}: {err:.3e}");
+    }
+}

@@ -69,7 +69,7 @@ pub enum BenchWhat {
         /// dense step's).
         #[arg(long)]
         profile: bool,
-        /// f16: the K/V cache and (SD3) the activations in f16 (needs
+        /// f16: the K/V cache and the activations in f16 (needs
         /// shader-f16).
         #[arg(long, value_enum, default_value = "f32")]
         precision: PrecisionArg,

@@ -19,8 +19,8 @@ pub enum PrecisionArg {
     /// Everything in f32 (the reference).
     #[default]
     F32,
-    /// f16 K/V cache (half its memory) and, for SD3, f16 activations
-    /// between kernels; sums, norms, softmax and the sampler stay f32
+    /// f16 K/V cache (half its memory) and f16 activations between
+    /// kernels; sums, norms, softmax and the sampler stay f32
     /// (needs an adapter with shader-f16).
     F16,
 }
@@ -37,7 +37,7 @@ impl PrecisionArg {
 #[derive(Args, Debug, Clone)]
 pub struct RasArgs {
     /// Numeric precision: f32 (the reference), or f16 for the K/V cache and
-    /// (SD3) the activations.
+    /// the activations.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// Fraction of image tokens computed on RAS steps, in (0, 1]. 1 is plain

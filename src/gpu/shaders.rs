@@ -62,8 +62,10 @@ pub const STORAGE_TYPES: &[(&str, &str)] = &[
     ("linear_coopmat", "OUT_T"),
     ("linear_tiled", "ACT_T"),
     ("linear_tiled", "OUT_T"),
+    ("modulate", "ACT_T"),
     ("norm", "ACT_T"),
     ("norm", "OUT_T"),
+    ("rope", "ACT_T"),
     ("rows", "DST_T"),
 ];
 

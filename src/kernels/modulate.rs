@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_dtype, groups, u32_of};
+use super::{expect_dtype, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
 
@@ -29,7 +29,7 @@ pub struct Chunk {
 }
 
 fn params(op: &'static str, x: &Tensor, emb: &Tensor, chunks: &[Chunk]) -> Result<ModulateParams> {
-    expect_dtype(op, x, &[DType::F32])?;
+    expect_dtype(op, x, &[DType::F32, DType::F16])?;
     expect_dtype(op, emb, &[DType::F32])?;
     let &[b, .., d] = x.shape() else {
         return Err(Error::shape(op, format!("x {:?} must be [B, .., D]", x.shape())));
@@ -56,8 +56,11 @@ fn params(op: &'static str, x: &Tensor, emb: &Tensor, chunks: &[Chunk]) -> Resul
 }
 
 fn launch(gpu: &Gpu, op: u32, x: &Tensor, y: &Tensor, emb: &Tensor, p: ModulateParams) -> Result<Tensor> {
-    let out = gpu.empty(x.shape(), DType::F32)?;
-    let kernel = Kernel::new("modulate").constant("OP", op);
+    // The output keeps x's dtype (f16 activations stay f16).
+    let out = gpu.empty(x.shape(), x.dtype())?;
+    let kernel = Kernel::new("modulate")
+        .template("ACT_T", storage_type(gpu, "modulate", x)?)
+        .constant("OP", op);
     gpu.dispatch(
         &kernel,
         &[x.arg()?, y.arg()?, emb.arg()?],
@@ -106,7 +109,13 @@ fn gated(
             format!("x {:?} vs y {:?}", x.shape(), y.shape()),
         ));
     }
-    expect_dtype(name, y, &[DType::F32])?;
+    if y.dtype() != x.dtype() {
+        return Err(Error::DType {
+            op: name,
+            dtype: y.dtype().name().into(),
+            message: format!("y must have x's dtype ({})", x.dtype().name()),
+        });
+    }
     let p = params(name, x, emb, &[gate])?;
     launch(gpu, op, x, y, emb, p)
 }

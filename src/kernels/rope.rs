@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_dtype, groups, u32_of};
+use super::{expect_dtype, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Kernel, Tensor};
 
@@ -47,7 +47,8 @@ pub fn rope_pairs(
     sin: &Tensor,
     pairs_layout: RopePairs,
 ) -> Result<Tensor> {
-    for t in [x, cos, sin] {
+    expect_dtype(OP, x, &[DType::F32, DType::F16])?;
+    for t in [cos, sin] {
         expect_dtype(OP, t, &[DType::F32])?;
     }
     let &[b, l, h, d] = x.shape() else {
@@ -83,7 +84,7 @@ pub fn rope_pairs(
             format!("cos {:?} and sin {:?} tables differ", cos.shape(), sin.shape()),
         ));
     }
-    let out = gpu.empty(x.shape(), DType::F32)?;
+    let out = gpu.empty(x.shape(), x.dtype())?;
     let pairs = b * l * h * d / 2;
     if pairs == 0 {
         return Ok(out);
@@ -96,7 +97,9 @@ pub fn rope_pairs(
     };
     u32_of(OP, x.numel())?;
     gpu.dispatch(
-        &Kernel::new("rope").constant("HALVES", (pairs_layout == RopePairs::Halves) as u32),
+        &Kernel::new("rope")
+            .template("ACT_T", storage_type(gpu, OP, x)?)
+            .constant("HALVES", (pairs_layout == RopePairs::Halves) as u32),
         &[x.arg()?, cos.arg()?, sin.arg()?],
         &[out.arg()?],
         bytemuck::bytes_of(&params),

@@ -76,8 +76,8 @@ impl RunMemo {
 }
 
 /// Numeric precision of a run. `F16` keeps the RAS K/V cache in f16 (half
-/// its memory) and, in SD3, the activations between kernels (hidden
-/// states, attention inputs and outputs, the MLP's hidden layer); sums,
+/// its memory) and the activations between kernels (hidden states,
+/// attention inputs and outputs, the MLP's hidden layer); sums,
 /// norm statistics, softmax and the sampler's state stay f32. Needs an
 /// adapter with shader-f16. `F32` is the reference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

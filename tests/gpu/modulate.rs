@@ -65,3 +65,49 @@ fn modulate_rejects_wrong_embedding() {
     .unwrap_err();
     assert!(err.to_string().contains("is not [2, 6×4]"), "{err}");
 }
+
+/// f16 activations in and out of the gated residual and the modulation
+/// (emb stays f32); mixed x and y dtypes are refused.
+#[test]
+fn modulate_f16_activations() {
+    use ras::gpu::DType;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (b, l, d, count) = (2, 11, 40, 4);
+    let half = |v: Vec<f32>| -> (Vec<u8>, Vec<f32>) {
+        let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        (
+            bytemuck::cast_slice(&h).to_vec(),
+            h.iter().map(|x| x.to_f32()).collect(),
+        )
+    };
+    let (xb, x) = half(randn(&mut rng, b * l * d));
+    let (yb, y) = half(randn(&mut rng, b * l * d));
+    let emb = randn(&mut rng, b * count * d);
+    let xt = gpu.upload_weight(&xb, &[b, l, d], DType::F16).unwrap();
+    let yt = gpu.upload_weight(&yb, &[b, l, d], DType::F16).unwrap();
+    let et = gpu.upload_f32(&emb, &[b, count * d]).unwrap();
+    let chunk = |index| Chunk { index, count };
+    let got = tanh_gated_residual(&gpu, &xt, &yt, &et, chunk(2)).unwrap();
+    assert_eq!(got.dtype(), DType::F16);
+    let want = reference::gated_residual(&x, &y, &emb, b, d, count, 2, true);
+    check(
+        "tanh gated residual f16",
+        &gpu.read_f32(&got).unwrap(),
+        &want,
+        1e-3,
+        seed,
+    );
+    let got = modulate(&gpu, &xt, &et, chunk(0), chunk(1)).unwrap();
+    let want = reference::modulate(&x, &emb, b, d, count, 0, 1);
+    check("modulate f16", &gpu.read_f32(&got).unwrap(), &want, 1e-3, seed);
+    let yf = gpu.upload_f32(&y, &[b, l, d]).unwrap();
+    let err = gated_residual(&gpu, &xt, &yf, &et, chunk(2))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("y must have x's dtype"), "{err}");
+}

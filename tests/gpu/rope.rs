@@ -155,3 +155,31 @@ fn rope_rejects_bad_shapes() {
         "{e}"
     );
 }
+
+/// f16 activations in and out; the rotation in f32.
+#[test]
+fn rope_f16_activations() {
+    use ras::gpu::DType;
+    let gpu = gpu();
+    if !gpu.capabilities().shader_f16 {
+        assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
+        return;
+    }
+    let (mut rng, seed) = rng();
+    let (b, l, h, d) = (2, 19, 3, 72);
+    let hx: Vec<half::f16> = randn(&mut rng, b * l * h * d)
+        .iter()
+        .map(|&v| half::f16::from_f32(v))
+        .collect();
+    let x: Vec<f32> = hx.iter().map(|v| v.to_f32()).collect();
+    let (cos, sin) = tables(l, d);
+    let xt = gpu
+        .upload_weight(bytemuck::cast_slice(&hx), &[b, l, h, d], DType::F16)
+        .unwrap();
+    let ct = gpu.upload_f32(&cos, &[l, d / 2]).unwrap();
+    let st = gpu.upload_f32(&sin, &[l, d / 2]).unwrap();
+    let out = rope::rope(&gpu, &xt, &ct, &st).unwrap();
+    assert_eq!(out.dtype(), DType::F16);
+    let want = reference::rope(&x, &cos, &sin, l, h, d);
+    check("rope f16", &gpu.read_f32(&out).unwrap(), &want, 1e-3, seed);
+}

@@ -16,7 +16,7 @@ use crate::kernels::elementwise::{unary, Unary};
 use crate::kernels::modulate::Chunk;
 use crate::kernels::norm::{layer_norm_modulated, Modulation};
 use crate::kernels::patch::{patchify, unpatchify};
-use crate::kernels::rows::{gather, scatter, Indices};
+use crate::kernels::rows::{convert, gather_as, scatter, Indices};
 use crate::models::dit::{memoized, Conditioning, Dit, DitCall, GuidanceRule, KvCache};
 use crate::models::Family;
 use crate::nn::Linear;
@@ -142,7 +142,10 @@ impl LuminaTransformer {
         let memo = call.memo.step;
         let p = self.config.patch_size;
         let x_all = memoized(memo, ("patch embedding", 0), || {
-            self.patch_embedder.forward(gpu, &patchify(gpu, call.latents, p)?) // [B, N, D]
+            let x = self
+                .patch_embedder
+                .forward(gpu, &patchify(gpu, call.latents, p)?)?; // [B, N, D]
+            convert(gpu, &x, call.precision.act_dtype())
         })?;
         // Every modulation linear consumes silu(temb).
         let cond = memoized(memo, ("silu(temb)", 0), || {
@@ -180,7 +183,9 @@ impl LuminaTransformer {
         let pre = self.step_inputs(gpu, call, &caption_bias)?;
         let region = gpu.region("embed");
         let mut x = if tokens.sparse {
-            gather(gpu, &pre.x_all.reshape(&[b * n, d])?, &tokens.rows)?.reshape(&[b, tokens.n_q, d])?
+            let rows = &tokens.rows;
+            gather_as(gpu, &pre.x_all.reshape(&[b * n, d])?, rows, pre.x_all.dtype())?
+                .reshape(&[b, tokens.n_q, d])?
         } else {
             pre.x_all.clone()
         }; // [B, n_q, D]
@@ -215,7 +220,7 @@ impl LuminaTransformer {
             scale: Chunk { index: 0, count: 1 },
         };
         let x = layer_norm_modulated(gpu, &x, modulation, 1e-6)?;
-        let y = self.norm_out_proj.forward(gpu, &x)?; // [B, n_q, p²·2C]
+        let y = self.norm_out_proj.forward_as(gpu, &x, DType::F32)?; // [B, n_q, p²·2C]
         let f = y.cols();
         let y = if tokens.sparse {
             let full = gpu.empty(&[b * n, f], DType::F32)?;
