@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::linear::{linear_into_variant, LinearOptions, Rows};
-use super::rows::Indices;
+use super::linear::{linear_into_variant, Epilogue, LinearOptions, Rows};
+use super::rows::{convert, Indices};
 use crate::error::{Error, Result};
 use crate::gpu::{Choice, DType, Gpu, Variant, Variants};
 
@@ -136,13 +136,26 @@ fn cache_file() -> Option<PathBuf> {
     Some(dir.join("kernel-verdicts.tsv"))
 }
 
+/// FNV-1a of the linear family's shader sources, so a verdict is redone
+/// whenever a kernel changes, not only with the version.
+fn kernels_hash() -> u64 {
+    crate::gpu::all_sources()
+        .iter()
+        .filter(|(path, _)| path.starts_with("shaders/linear"))
+        .flat_map(|(_, source)| source.bytes())
+        .fold(0xcbf29ce484222325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        })
+}
+
 /// The self-test verdict of `variant` on this device: from the cache, or
 /// run now and cached. `(verdict, from the cache)`.
 fn verdict(gpu: &Gpu, variant: Variant) -> Result<(std::result::Result<(), String>, bool)> {
     let key = format!(
-        "{}\t{}\t{}",
+        "{}\t{} {:016x}\t{}",
         gpu.driver_key(),
         env!("CARGO_PKG_VERSION"),
+        kernels_hash(),
         variant.name()
     );
     let file = cache_file();
@@ -196,33 +209,51 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Runs `variant` and the portable linear kernel on the same inputs (sizes
-/// off the tile grid, each weight dtype, bias, gathered and scattered rows)
-/// and compares. Kernel failures (a driver rejecting the shader) are a
+/// off the tile grid, each weight dtype, bias, gathered and scattered rows,
+/// and, where the device has shader-f16, f16 activations with a GELU
+/// epilogue) and compares. Kernel failures (a driver rejecting the shader) are a
 /// failed verdict, not an error; a lost device is an error.
 pub fn self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), String>> {
-    // f16 products round each input to 11 bits.
-    let tol = if variant == Variant::Coopmat { 1e-2 } else { 1e-5 };
-    let cases = [
-        (70, 75, 48, DType::F16),
-        (33, 130, 37, DType::F32),
-        (65, 66, 68, DType::BF16),
+    // (m, n, k, weight dtype, activation dtype)
+    let mut cases = vec![
+        (70, 75, 48, DType::F16, DType::F32),
+        (33, 130, 37, DType::F32, DType::F32),
+        (65, 66, 68, DType::BF16, DType::F32),
     ];
-    for (i, &(m, n, k, dtype)) in cases.iter().enumerate() {
+    if gpu.capabilities().shader_f16 {
+        cases.push((77, 40, 52, DType::F16, DType::F16));
+    }
+    for (i, &(m, n, k, dtype, act)) in cases.iter().enumerate() {
+        // f16 products (coopmat) round each input to 11 bits; f16 outputs
+        // round the sums, whose order differs between kernels.
+        let tol = match (variant, act) {
+            (Variant::Coopmat, _) => 1e-2,
+            (_, DType::F16) => 2e-3,
+            _ => 1e-5,
+        };
         let run = |v: Variant| -> Result<Vec<f32>> {
-            let x = gpu.upload_f32(&values(m * k, 3 * i as u32 + 1), &[m, k])?;
+            let x = convert(
+                gpu,
+                &gpu.upload_f32(&values(m * k, 3 * i as u32 + 1), &[m, k])?,
+                act,
+            )?;
             let w = weights(gpu, &values(n * k, 3 * i as u32 + 2), &[n, k], dtype)?;
             let b = weights(gpu, &values(n, 3 * i as u32 + 3), &[n], dtype)?;
             // Reversed input rows into every other output row.
             let src: Vec<u32> = (0..m as u32).rev().collect();
             let dst: Vec<u32> = (0..m as u32).map(|r| 2 * r).collect();
             let (si, di) = (Indices::upload(gpu, &src)?, Indices::upload(gpu, &dst)?);
-            let out = gpu.upload_f32(&vec![0.0; 2 * m * n], &[2 * m, n])?;
+            let out = convert(gpu, &gpu.upload_f32(&vec![0.0; 2 * m * n], &[2 * m, n])?, act)?;
             let rows = Rows {
                 input: Some(&si),
                 output: Some(&di),
             };
             let options = LinearOptions {
                 rows,
+                epilogue: match act {
+                    DType::F16 => Epilogue::GeluTanh,
+                    _ => Epilogue::None,
+                },
                 ..Default::default()
             };
             linear_into_variant(gpu, &x, &w, Some(&b), &out, options, v)?;
@@ -237,8 +268,9 @@ pub fn self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), 
         let err = rel_err(&got, &want);
         if err.is_nan() || err > tol {
             return Ok(Err(format!(
-                "linear {m}x{n}x{k} {}: relative error {err:.2e} > {tol:.0e}",
-                dtype.name()
+                "linear {m}x{n}x{k} {} weights, {} activations: relative error {err:.2e} > {tol:.0e}",
+                dtype.name(),
+                act.name()
             )));
         }
     }
