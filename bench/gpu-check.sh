@@ -226,6 +226,9 @@ main() {
 		# Default kernel choice from here on (RAS_KERNELS as the caller set it, if at all).
 		run_stage "bench sd3 (24 layers, 1024px, batch 2)" 120 "$WORK/sd3.txt" \
 			"$RAS_BIN" bench sd3 --layers 24 --size 1024 --batch 2 --reps 2 --profile
+		# The same with f16 activations (printed, not compared: the f32 run is the reference).
+		run_stage "bench sd3 f16 activations" 60 "$WORK/sd3-f16.txt" \
+			"$RAS_BIN" bench sd3 --layers 24 --size 1024 --batch 2 --reps 2 --precision f16
 	fi
 	run_stage "PyTorch + diffusers (bench/torch_sd3.py)" 150 "$WORK/torch.txt" \
 		"$PY" bench/torch_sd3.py --json "$WORK/torch.json" "${torch_args[@]}"

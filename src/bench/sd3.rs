@@ -4,7 +4,9 @@
 use super::{filler, time, Figure};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Profile};
+use crate::models::sd3::tokens::TokenPlan;
 use crate::models::sd3::{Sd3Config, Sd3Inputs, Sd3Transformer};
+use crate::models::{Memos, Precision};
 use crate::weights::Weights;
 
 /// Text tokens of SD3's prompt embedding (77 CLIP + 256 T5).
@@ -21,6 +23,7 @@ pub fn bench_sd3(
     batch: usize,
     reps: usize,
     profile: bool,
+    precision: Precision,
 ) -> Result<(Figure, Option<Profile>)> {
     let cfg = Sd3Config::sd3_medium(layers);
     let model = Sd3Transformer::load(gpu, &Weights::synthetic(DType::F16), cfg.clone())?;
@@ -40,9 +43,17 @@ pub fn bench_sd3(
         timestep: &t,
         text_weights: None,
     };
-    let seconds = time(gpu, reps, || model.forward(gpu, &inputs))?;
+    let (b, n, l) = model.token_counts(&inputs)?;
+    let forward = || {
+        let plan = TokenPlan::dense(gpu, b, n, l)?;
+        model.forward_planned(gpu, &inputs, &plan, None, Memos::default(), precision)
+    };
+    let seconds = time(gpu, reps, forward)?;
     let figure = Figure {
-        name: format!("sd3 forward {layers} layers {size}px batch {batch} f16"),
+        name: format!(
+            "sd3 forward {layers} layers {size}px batch {batch} f16 weights {} activations",
+            precision.name()
+        ),
         seconds,
         flops: cfg.forward_flops(batch, n_img, TEXT_TOKENS),
     };
@@ -50,7 +61,7 @@ pub fn bench_sd3(
         true => {
             gpu.start_profile()?;
             let step = gpu.step_scope("forward");
-            drop(model.forward(gpu, &inputs)?);
+            drop(forward()?);
             gpu.flush()?;
             drop(step);
             Some(gpu.take_profile()?)

@@ -95,6 +95,9 @@ pub enum BenchWhat {
         /// kind (GPU timestamps where the adapter has them).
         #[arg(long)]
         profile: bool,
+        /// f16: activations in f16 (needs shader-f16).
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: PrecisionArg,
     },
 }
 
@@ -146,11 +149,12 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
                 precision: precision.precision(),
             };
             println!(
-                "{}: {layers} layers, {size}px ({} image + {} text tokens), {steps} steps, cfg {}",
+                "{}: {layers} layers, {size}px ({} image + {} text tokens), {steps} steps, cfg {}, precision {}",
                 family.name(),
                 (size / 16) * (size / 16),
                 cfg.text_tokens(),
-                !no_cfg
+                !no_cfg,
+                cfg.precision.name()
             );
             let mut dense: Option<ras_bench::RunFigure> = None;
             ras_bench::bench_ras(gpu, &cfg, |f| {
@@ -186,8 +190,10 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
             batch,
             reps,
             profile,
+            precision,
         } => {
-            let (figure, profile) = sd3::bench_sd3(gpu, layers, size, batch, reps, profile)?;
+            let (figure, profile) =
+                sd3::bench_sd3(gpu, layers, size, batch, reps, profile, precision.precision())?;
             report(&figure);
             if let Some(p) = profile {
                 print!("{}", render(&p));
