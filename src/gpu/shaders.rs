@@ -21,6 +21,7 @@ macro_rules! shader_table {
 
 shader_table![
     "attention",
+    "attention_tiled",
     "conv2d",
     "elementwise",
     "linear",
@@ -44,7 +45,10 @@ shader_table![
 /// them. `(kernel, token, values)`; a value is substituted as a u32 literal.
 ///
 /// [`Kernel::template`]: super::Kernel::template
-pub const TEMPLATES: &[(&str, &str, &[u32])] = &[("attention", "MAX_D_PLACEHOLDER", &[128])];
+pub const TEMPLATES: &[(&str, &str, &[u32])] = &[
+    ("attention", "MAX_D_PLACEHOLDER", &[128]),
+    ("attention_tiled", "MAX_D_PLACEHOLDER", &[64, 128]),
+];
 
 /// Storage-type tokens: `token` in a kernel (or its fragments) names the
 /// element type of an activation binding, `f32` (value 0) or `f16` (value
@@ -56,6 +60,9 @@ pub const STORAGE_TYPES: &[(&str, &str)] = &[
     ("attention", "Q_T"),
     ("attention", "KV_T"),
     ("attention", "O_T"),
+    ("attention_tiled", "Q_T"),
+    ("attention_tiled", "KV_T"),
+    ("attention_tiled", "O_T"),
     ("linear", "ACT_T"),
     ("linear", "OUT_T"),
     ("linear_coopmat", "ACT_T"),

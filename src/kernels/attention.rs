@@ -6,12 +6,14 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::attention_tiled;
 use super::elementwise::scale;
 use super::linear::linear;
 use super::rows::{gather, scatter, Indices};
+use super::variant::variants;
 use super::{expect_dtype, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor};
+use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor, Variant};
 
 /// Largest head dimension the shader holds in registers (`MAX_D`); wider
 /// single heads take [`attention_wide`].
@@ -214,6 +216,22 @@ pub fn attention_views_with(
     v: HeadsView<'_>,
     opts: &AttentionOptions<'_>,
 ) -> Result<Tensor> {
+    let variant = variants(gpu)?.attention.variant;
+    attention_views_variant(gpu, q, k, v, opts, variant)
+}
+
+/// [`attention_views_with`] on a chosen implementation (tests and the
+/// self-test run each). The tiled variant serves calls without a causal
+/// mask or score bias; others, and `coopmat` (no such attention kernel
+/// yet), take the portable kernel.
+pub fn attention_views_variant(
+    gpu: &Gpu,
+    q: HeadsView<'_>,
+    k: HeadsView<'_>,
+    v: HeadsView<'_>,
+    opts: &AttentionOptions<'_>,
+    variant: Variant,
+) -> Result<Tensor> {
     let &AttentionOptions {
         key_bias,
         causal,
@@ -299,7 +317,11 @@ pub fn attention_views_with(
     if !scale.is_finite() {
         return Err(Error::Invalid(format!("{OP}: scale {scale} is not finite")));
     }
-    let q_blocks = q.len.div_ceil(WG * QPT);
+    let tiled = variant == Variant::Tiled && attention_tiled::applies(causal.is_some(), bias.is_some());
+    let q_blocks = match tiled {
+        true => q.len.div_ceil(attention_tiled::WG),
+        false => q.len.div_ceil(WG * QPT),
+    };
     let aligned = [q.head_dim, k.offset, k.row_stride, v.offset, v.row_stride]
         .iter()
         .all(|n| n.is_multiple_of(4));
@@ -322,17 +344,10 @@ pub fn attention_views_with(
     };
     // The output keeps the queries' dtype (f16 activations stay f16).
     let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], q.tensor.dtype())?;
-    let kernel = Kernel::new("attention")
-        .template("MAX_D_PLACEHOLDER", MAX_HEAD_DIM as u32)
-        .template("Q_T", storage_type(gpu, OP, q.tensor)?)
-        .template("KV_T", storage_type(gpu, OP, k.tensor)?)
-        .template("O_T", storage_type(gpu, OP, q.tensor)?)
-        .constant("D", q.head_dim as u32)
-        .constant("WG", WG as u32)
-        .constant("KEY_BIASED", key_bias.is_some() as u32)
-        .constant("CAUSAL", causal.is_some() as u32)
-        .constant("BIASED", bias.is_some() as u32)
-        .constant("ALIGNED", aligned as u32);
+    let kernel = match tiled {
+        true => attention_tiled::kernel(gpu, &q, &k, key_bias.is_some())?,
+        false => portable_kernel(gpu, &q, &k, opts, aligned)?,
+    };
     // Without a key bias (bias) the shader never reads binding 3 (4); any
     // buffer fills it.
     let key_bias_arg = match key_bias {
@@ -367,6 +382,27 @@ pub fn attention_views_with(
         cost,
     )?;
     Ok(out)
+}
+
+/// The portable kernel (`shaders/attention.wgsl`) for these views and options.
+fn portable_kernel(
+    gpu: &Gpu,
+    q: &HeadsView,
+    k: &HeadsView,
+    opts: &AttentionOptions,
+    aligned: bool,
+) -> Result<Kernel> {
+    Ok(Kernel::new("attention")
+        .template("MAX_D_PLACEHOLDER", MAX_HEAD_DIM as u32)
+        .template("Q_T", storage_type(gpu, OP, q.tensor)?)
+        .template("KV_T", storage_type(gpu, OP, k.tensor)?)
+        .template("O_T", storage_type(gpu, OP, q.tensor)?)
+        .constant("D", q.head_dim as u32)
+        .constant("WG", WG as u32)
+        .constant("KEY_BIASED", opts.key_bias.is_some() as u32)
+        .constant("CAUSAL", opts.causal.is_some() as u32)
+        .constant("BIASED", opts.bias.is_some() as u32)
+        .constant("ALIGNED", aligned as u32))
 }
 
 /// Heads wider than [`MAX_HEAD_DIM`] (the SD3 VAE's one 512-channel head,

@@ -57,16 +57,36 @@ pub fn variants(gpu: &Gpu) -> Result<Arc<Variants>> {
 /// (not recorded on the device; [`variants`] does that).
 pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Variants> {
     Ok(Variants {
-        linear: choose_linear(gpu, forced)?,
-        attention: Choice {
-            variant: Variant::Portable,
-            reason: "the only attention kernel so far".into(),
-            warning: None,
-        },
+        linear: choose_family(gpu, Family::Linear, forced)?,
+        attention: choose_family(gpu, Family::Attention, forced)?,
     })
 }
 
-fn choose_linear(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
+/// The kernel families with variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Linear,
+    Attention,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Linear => "linear",
+            Family::Attention => "attention",
+        }
+    }
+
+    /// Candidates on a hardware adapter, fastest first.
+    fn candidates(self) -> &'static [Variant] {
+        match self {
+            Family::Linear => &[Variant::Coopmat, Variant::Tiled],
+            Family::Attention => &[Variant::Tiled],
+        }
+    }
+}
+
+fn choose_family(gpu: &Gpu, family: Family, forced: Option<&str>) -> Result<Choice> {
     if let Some(forced) = forced {
         let variant = Variant::parse(forced).ok_or_else(|| {
             Error::Invalid(format!(
@@ -78,6 +98,13 @@ fn choose_linear(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
                 "{ENV}={forced}: this adapter ({}) lacks {missing}; use portable or tiled",
                 gpu.adapter_name()
             )));
+        }
+        if !family.candidates().contains(&variant) && variant != Variant::Portable {
+            return Ok(Choice {
+                variant: Variant::Tiled,
+                reason: format!("{ENV}={forced}, which {} does not have: tiled", family.name()),
+                warning: None,
+            });
         }
         return Ok(Choice {
             variant,
@@ -95,12 +122,12 @@ fn choose_linear(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
     }
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
-    for candidate in [Variant::Coopmat, Variant::Tiled] {
+    for &candidate in family.candidates() {
         if let Some(missing) = missing_features(gpu, candidate) {
             notes.push(format!("{} needs {missing}", candidate.name()));
             continue;
         }
-        let (verdict, cached) = verdict(gpu, candidate)?;
+        let (verdict, cached) = verdict(gpu, family, candidate)?;
         let how = if cached { "cached self-test" } else { "self-test" };
         match verdict {
             Ok(()) => {
@@ -136,12 +163,13 @@ fn cache_file() -> Option<PathBuf> {
     Some(dir.join("kernel-verdicts.tsv"))
 }
 
-/// FNV-1a of the linear family's shader sources, so a verdict is redone
-/// whenever a kernel changes, not only with the version.
-fn kernels_hash() -> u64 {
+/// FNV-1a of a family's shader sources, so a verdict is redone whenever a
+/// kernel changes, not only with the version.
+fn kernels_hash(family: Family) -> u64 {
+    let prefix = format!("shaders/{}", family.name());
     crate::gpu::all_sources()
         .iter()
-        .filter(|(path, _)| path.starts_with("shaders/linear"))
+        .filter(|(path, _)| path.starts_with(&prefix))
         .flat_map(|(_, source)| source.bytes())
         .fold(0xcbf29ce484222325, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100000001b3)
@@ -150,12 +178,13 @@ fn kernels_hash() -> u64 {
 
 /// The self-test verdict of `variant` on this device: from the cache, or
 /// run now and cached. `(verdict, from the cache)`.
-fn verdict(gpu: &Gpu, variant: Variant) -> Result<(std::result::Result<(), String>, bool)> {
+fn verdict(gpu: &Gpu, family: Family, variant: Variant) -> Result<(std::result::Result<(), String>, bool)> {
     let key = format!(
-        "{}\t{} {:016x}\t{}",
+        "{}\t{} {:016x}\t{} {}",
         gpu.driver_key(),
         env!("CARGO_PKG_VERSION"),
-        kernels_hash(),
+        kernels_hash(family),
+        family.name(),
         variant.name()
     );
     let file = cache_file();
@@ -170,7 +199,10 @@ fn verdict(gpu: &Gpu, variant: Variant) -> Result<(std::result::Result<(), Strin
             return Ok((verdict, true));
         }
     }
-    let verdict = self_test(gpu, variant)?;
+    let verdict = match family {
+        Family::Linear => self_test(gpu, variant)?,
+        Family::Attention => attention_self_test(gpu, variant)?,
+    };
     if let Some(f) = file {
         // A read-only or missing cache only costs the self-test next time.
         let line = match &verdict {
@@ -290,4 +322,83 @@ fn weights(gpu: &Gpu, v: &[f32], shape: &[usize], dtype: DType) -> Result<crate:
         _ => bytemuck::cast_slice(v).to_vec(),
     };
     gpu.upload_weight(&bytes, shape, dtype)
+}
+
+/// Runs `variant` and the portable attention kernel on the same inputs
+/// (grouped heads, head dims 64 and 72, lengths off the tile grid, a key
+/// bias with masked keys, strided views, and f16 activations where the
+/// device has shader-f16) and compares, as [`self_test`] does for linear.
+pub fn attention_self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), String>> {
+    use super::attention::{attention_views_variant, AttentionOptions, HeadsView};
+    // (batch, queries, keys, query heads, kv heads, head dim, key bias, dtype)
+    let mut cases = vec![
+        (2, 37, 45, 4, 2, 64, true, DType::F32),
+        (1, 70, 19, 3, 3, 72, false, DType::F32),
+    ];
+    if gpu.capabilities().shader_f16 {
+        cases.push((1, 65, 33, 2, 1, 64, true, DType::F16));
+    }
+    for (i, &(b, lq, lk, hq, hkv, d, biased, act)) in cases.iter().enumerate() {
+        let seed = 10 * i as u32;
+        let run = |v: Variant| -> Result<Vec<f32>> {
+            let q = convert(
+                gpu,
+                &gpu.upload_f32(&values(b * lq * hq * d, seed + 1), &[b, lq, hq, d])?,
+                act,
+            )?;
+            // K and V side by side in one buffer, as SD3's fused cache holds them.
+            let kv = convert(
+                gpu,
+                &gpu.upload_f32(&values(b * lk * 2 * hkv * d, seed + 2), &[b * lk, 2 * hkv * d])?,
+                act,
+            )?;
+            let mask: Vec<f32> = (0..b * lk)
+                .map(|j| {
+                    if j % 7 == 3 {
+                        f32::NEG_INFINITY
+                    } else {
+                        (j % 3) as f32 * 0.5
+                    }
+                })
+                .collect();
+            let key_bias = gpu.upload_f32(&mask, &[b, lk])?;
+            let half = |offset| HeadsView {
+                tensor: &kv,
+                batch: b,
+                len: lk,
+                heads: hkv,
+                head_dim: d,
+                offset,
+                row_stride: 2 * hkv * d,
+            };
+            let opts = AttentionOptions {
+                key_bias: biased.then_some(&key_bias),
+                ..AttentionOptions::scale(1.0 / (d as f32).sqrt())
+            };
+            let out = attention_views_variant(
+                gpu,
+                HeadsView::contiguous("q", &q)?,
+                half(0),
+                half(hkv * d),
+                &opts,
+                v,
+            )?;
+            gpu.read_f32(&out)
+        };
+        let want = run(Variant::Portable)?;
+        let got = match run(variant) {
+            Ok(got) => got,
+            Err(e @ Error::DeviceLost { .. }) => return Err(e),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let tol = if act == DType::F16 { 2e-3 } else { 1e-5 };
+        let err = rel_err(&got, &want);
+        if err.is_nan() || err > tol {
+            return Ok(Err(format!(
+                "attention {b}x{lq}x{lk} {hq}/{hkv} heads of {d}, {} activations: relative error {err:.2e} > {tol:.0e}",
+                act.name()
+            )));
+        }
+    }
+    Ok(Ok(()))
 }

@@ -4,6 +4,8 @@ use ras::gpu::{Gpu, Tensor};
 use ras::kernels::attention::{self, AttentionOptions, HeadsView};
 use ras::reference::attention::{self as reference, Dims, Options};
 
+use ras::kernels::variant::runnable;
+
 use crate::common::{check, gpu, randn, rng};
 
 fn dims(b: usize, lq: usize, lk: usize, hq: usize, hkv: usize, d: usize) -> Dims {
@@ -31,18 +33,29 @@ fn run(gpu: &Gpu, rng: &mut SmallRng, seed: u64, n: Dims, mask: Option<&[f32]>, 
     let kt = gpu.upload_f32(&k, &[n.b, n.lk, n.hkv, n.d]).unwrap();
     let vt = gpu.upload_f32(&v, &[n.b, n.lk, n.hkv, n.d]).unwrap();
     let mt = mask.map(|m| gpu.upload_f32(m, &[n.b, n.lk]).unwrap());
-    let out = attention::attention(gpu, &qt, &kt, &vt, mt.as_ref(), scale).unwrap();
-    assert_eq!(out.shape(), [n.b, n.lq, n.hq, n.d]);
-    let got = gpu.read_f32(&out).unwrap();
     let want = reference::attention(&q, &k, &v, mask, n, scale);
     let masked = if mask.is_some() { " key bias" } else { "" };
-    check(
-        &format!("attention {n:?} gain {q_gain}{masked}"),
-        &got,
-        &want,
-        1e-4,
-        seed,
-    );
+    let mut got = Vec::new();
+    for variant in runnable(gpu) {
+        let opts = AttentionOptions {
+            key_bias: mt.as_ref(),
+            ..AttentionOptions::scale(scale)
+        };
+        let view = |name, t| HeadsView::contiguous(name, t).unwrap();
+        let out = attention::attention_views_variant(
+            gpu,
+            view("q", &qt),
+            view("k", &kt),
+            view("v", &vt),
+            &opts,
+            variant,
+        )
+        .unwrap();
+        assert_eq!(out.shape(), [n.b, n.lq, n.hq, n.d]);
+        got = gpu.read_f32(&out).unwrap();
+        let what = format!("attention {} {n:?} gain {q_gain}{masked}", variant.name());
+        check(&what, &got, &want, 1e-4, seed);
+    }
     got
 }
 

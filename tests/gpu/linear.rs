@@ -2,7 +2,7 @@ use half::{bf16, f16};
 use ras::gpu::Variant;
 use ras::gpu::{DType, Gpu, GpuOptions, Tensor};
 use ras::kernels::linear::{linear, linear_into, linear_into_variant, LinearOptions, Rows};
-use ras::kernels::variant::{choose, runnable, self_test};
+use ras::kernels::variant::{attention_self_test, choose, runnable, self_test};
 use ras::reference;
 
 use crate::common::{check, gpu, randn, rng};
@@ -95,7 +95,13 @@ fn every_runnable_variant_passes_its_self_test() {
     // CI's lavapipe must exercise the tiled kernel at least.
     assert!(variants.contains(&Variant::Tiled), "{variants:?}");
     for v in variants {
-        assert_eq!(self_test(&gpu, v).unwrap(), Ok(()), "{}", v.name());
+        assert_eq!(self_test(&gpu, v).unwrap(), Ok(()), "linear {}", v.name());
+        assert_eq!(
+            attention_self_test(&gpu, v).unwrap(),
+            Ok(()),
+            "attention {}",
+            v.name()
+        );
     }
 }
 
@@ -104,6 +110,7 @@ fn variant_choice_and_forcing() {
     let gpu = gpu();
     let tiled = choose(&gpu, Some("tiled")).unwrap();
     assert_eq!(tiled.linear.variant, Variant::Tiled);
+    assert_eq!(tiled.attention.variant, Variant::Tiled);
     assert!(tiled.linear.reason.contains("RAS_KERNELS"));
     let err = choose(&gpu, Some("fastest")).unwrap_err().to_string();
     assert!(err.contains("use portable, tiled or coopmat"), "{err}");
@@ -114,6 +121,7 @@ fn variant_choice_and_forcing() {
     if gpu.is_software() {
         let auto = choose(&gpu, None).unwrap();
         assert_eq!(auto.linear.variant, Variant::Portable);
+        assert_eq!(auto.attention.variant, Variant::Portable);
         assert!(auto.linear.reason.contains("software adapter"));
     }
 }
