@@ -5,6 +5,7 @@ mod context;
 mod pipelines;
 mod pool;
 mod profiler;
+mod readback;
 mod recorder;
 mod shaders;
 mod tensor;

@@ -99,7 +99,7 @@ pub struct Tensor {
 
 /// A read-back under way (see [`Gpu::read_f32_async`]).
 pub struct PendingRead {
-    bytes: super::recorder::PendingBytes,
+    bytes: super::readback::PendingBytes,
     dtype: DType,
 }
 

@@ -115,7 +115,7 @@ fn choose_family(gpu: &Gpu, family: Family, forced: Option<&str>) -> Result<Choi
     if gpu.is_software() {
         return Ok(Choice {
             variant: Variant::Portable,
-            reason: "software adapter: register tiles without barriers run fastest on CPU-backed Vulkan"
+            reason: "software adapter: kernels without workgroup memory or barriers run fastest on CPU-backed Vulkan"
                 .into(),
             warning: None,
         });
