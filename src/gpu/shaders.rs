@@ -21,6 +21,7 @@ macro_rules! shader_table {
 
 shader_table![
     "attention",
+    "attention_coopmat",
     "attention_tiled",
     "conv2d",
     "elementwise",
@@ -60,6 +61,9 @@ pub const STORAGE_TYPES: &[(&str, &str)] = &[
     ("attention", "Q_T"),
     ("attention", "KV_T"),
     ("attention", "O_T"),
+    ("attention_coopmat", "Q_T"),
+    ("attention_coopmat", "KV_T"),
+    ("attention_coopmat", "O_T"),
     ("attention_tiled", "Q_T"),
     ("attention_tiled", "KV_T"),
     ("attention_tiled", "O_T"),

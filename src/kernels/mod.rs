@@ -3,6 +3,7 @@
 //! the output and records the dispatch; nothing runs until a flush.
 
 pub mod attention;
+pub mod attention_coopmat;
 pub mod attention_tiled;
 pub mod conv2d;
 pub mod elementwise;

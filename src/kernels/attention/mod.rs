@@ -8,8 +8,8 @@ use bytemuck::{Pod, Zeroable};
 
 mod wide;
 
-use super::attention_tiled;
-use super::variant::variants;
+use super::variant::{missing_features, variants};
+use super::{attention_coopmat, attention_tiled};
 use super::{expect_dtype, groups, storage_type, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Cost, DType, Gpu, Kernel, Tensor, Variant};
@@ -221,9 +221,10 @@ pub fn attention_views_with(
 }
 
 /// [`attention_views_with`] on a chosen implementation (tests and the
-/// self-test run each). The tiled variant serves calls without a causal
-/// mask or score bias; others, and `coopmat` (no such attention kernel
-/// yet), take the portable kernel.
+/// self-test run each). `coopmat` serves heads of at most 64 dims without
+/// a causal mask or score bias, `tiled` calls without those two; a call
+/// the variant cannot take goes to the next one down (coopmat, tiled,
+/// portable).
 pub fn attention_views_variant(
     gpu: &Gpu,
     q: HeadsView<'_>,
@@ -317,10 +318,24 @@ pub fn attention_views_variant(
     if !scale.is_finite() {
         return Err(Error::Invalid(format!("{OP}: scale {scale} is not finite")));
     }
-    let tiled = variant == Variant::Tiled && attention_tiled::applies(causal.is_some(), bias.is_some());
-    let q_blocks = match tiled {
-        true => q.len.div_ceil(attention_tiled::WG),
-        false => q.len.div_ceil(WG * QPT),
+    // A call the chosen variant cannot take goes to the next one down.
+    let (is_causal, biased) = (causal.is_some(), bias.is_some());
+    let kind = match variant {
+        Variant::Coopmat if attention_coopmat::applies(q.head_dim, is_causal, biased) => Variant::Coopmat,
+        Variant::Coopmat | Variant::Tiled if attention_tiled::applies(is_causal, biased) => Variant::Tiled,
+        _ => Variant::Portable,
+    };
+    if kind == Variant::Coopmat {
+        if let Some(missing) = missing_features(gpu, Variant::Coopmat) {
+            return Err(Error::Invalid(format!(
+                "the coopmat attention kernel needs {missing}, which this device lacks"
+            )));
+        }
+    }
+    let q_blocks = match kind {
+        Variant::Coopmat => q.len.div_ceil(attention_coopmat::QUERIES),
+        Variant::Tiled => q.len.div_ceil(attention_tiled::WG),
+        Variant::Portable => q.len.div_ceil(WG * QPT),
     };
     let aligned = [q.head_dim, k.offset, k.row_stride, v.offset, v.row_stride]
         .iter()
@@ -344,9 +359,10 @@ pub fn attention_views_variant(
     };
     // The output keeps the queries' dtype (f16 activations stay f16).
     let out = gpu.empty(&[q.batch, q.len, q.heads, q.head_dim], q.tensor.dtype())?;
-    let kernel = match tiled {
-        true => attention_tiled::kernel(gpu, &q, &k, key_bias.is_some())?,
-        false => portable_kernel(gpu, &q, &k, opts, aligned)?,
+    let kernel = match kind {
+        Variant::Coopmat => attention_coopmat::kernel(gpu, &q, &k, key_bias.is_some())?,
+        Variant::Tiled => attention_tiled::kernel(gpu, &q, &k, key_bias.is_some())?,
+        Variant::Portable => portable_kernel(gpu, &q, &k, opts, aligned)?,
     };
     // Without a key bias (bias) the shader never reads binding 3 (4); any
     // buffer fills it.
