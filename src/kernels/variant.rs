@@ -1,8 +1,8 @@
 //! Picks each kernel family's implementation for a device, safely: a
 //! variant runs only where the device has the features it needs **and** it
 //! matched the portable kernel in a short self-test on this device (the
-//! verdict is cached per adapter, driver and `ras` version, so later runs
-//! skip the test). Software adapters keep the portable kernels, which are
+//! verdict is cached per adapter, driver, `ras` version and kernel source,
+//! so later runs skip the test). Software adapters keep the portable kernels, which are
 //! tuned for them. `RAS_KERNELS=portable|tiled|coopmat` forces a variant
 //! (an error where the device lacks its features).
 
@@ -76,15 +76,10 @@ impl Family {
             Family::Attention => "attention",
         }
     }
-
-    /// Candidates on a hardware adapter, fastest first.
-    fn candidates(self) -> &'static [Variant] {
-        match self {
-            Family::Linear => &[Variant::Coopmat, Variant::Tiled],
-            Family::Attention => &[Variant::Coopmat, Variant::Tiled],
-        }
-    }
 }
+
+/// Candidates on a hardware adapter, fastest first.
+const CANDIDATES: [Variant; 2] = [Variant::Coopmat, Variant::Tiled];
 
 fn choose_family(gpu: &Gpu, family: Family, forced: Option<&str>) -> Result<Choice> {
     if let Some(forced) = forced {
@@ -115,7 +110,7 @@ fn choose_family(gpu: &Gpu, family: Family, forced: Option<&str>) -> Result<Choi
     }
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
-    for &candidate in family.candidates() {
+    for candidate in CANDIDATES {
         if let Some(missing) = missing_features(gpu, candidate) {
             notes.push(format!("{} needs {missing}", candidate.name()));
             continue;

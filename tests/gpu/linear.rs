@@ -69,7 +69,20 @@ fn run_variant(gpu: &Gpu, lead: &[usize], n: usize, k: usize, variant: Variant) 
             );
             let (wr, br) = (encode(&w, dtype).1, encode(&b, dtype).1);
             let exact = reference::linear::linear(&x, &wr, bias.map(|_| &br[..]), m, n, k);
-            check(&format!("{what} (stored weights)"), &got, &exact, exact_tol, seed);
+            // Against the stored weights the only error is f32 summation,
+            // bounded by the sums of |x·w| (a handful of terms can cancel to
+            // nearly 0, where an error relative to the result is unbounded).
+            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
+            let abs_b = abs(&br);
+            let scale = reference::linear::linear(&abs(&x), &abs(&wr), bias.map(|_| &abs_b[..]), m, n, k);
+            let err = rel_err_to(&got, &exact, &scale);
+            eprintln!(
+                "{what} (stored weights): error {err:.3e} of the term magnitudes (tol {exact_tol:.0e})"
+            );
+            assert!(
+                err < exact_tol,
+                "{what} (stored weights): error {err:.3e} exceeds {exact_tol:.0e} (replay with RAS_TEST_SEED={seed})"
+            );
             if k >= 16 {
                 let want = reference::linear::linear(&x, &w, bias.map(|_| &b[..]), m, n, k);
                 check(&what, &got, &want, tol, seed);
@@ -535,6 +548,20 @@ fn linear_f16_activations() {
             seed,
         );
     }
+}
+
+/// `‖got − want‖ / ‖scale‖`.
+fn rel_err_to(got: &[f32], want: &[f32], scale: &[f32]) -> f64 {
+    if got.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - *w as f64).powi(2))
+        .sum();
+    let den: f64 = scale.iter().map(|v| (*v as f64).powi(2)).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
 
 /// `v` rounded to f16: its bytes and its values.
