@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod models;
 pub mod nn;
+pub mod output;
 pub mod pipeline;
 pub mod ras;
 pub mod reference;

@@ -1,5 +1,7 @@
 mod cli;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -59,20 +61,42 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) if is_cancelled(&e) => {
+            eprintln!("interrupted: stopped after the current step; no output was written");
+            ExitCode::from(130)
+        }
+        // The error and its causes, without anyhow's backtrace: these are
+        // the user's errors (a bad argument, a broken file), whose messages
+        // say what to do. Panics, the real bugs, keep theirs.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_cancelled(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<ras::Error>(), Some(ras::Error::Cancelled)))
+}
+
+fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let adapter = cli.adapter.as_deref();
     match cli.command {
-        Command::Info => cli::info::run(adapter),
-        Command::Forward(args) => cli::forward::run(&cli::open(adapter)?, &args),
-        Command::Sample(args) => cli::sample::run(&cli::open(adapter)?, &args),
-        Command::Generate(args) => cli::generate::run(&cli::open(adapter)?, &args),
+        Command::Info => cli::info::run(adapter)?,
+        Command::Forward(args) => cli::forward::run(&cli::open(adapter)?, &args)?,
+        Command::Sample(args) => cli::sample::run(&cli::open(adapter)?, &args)?,
+        Command::Generate(args) => cli::generate::run(&cli::open(adapter)?, &args)?,
         Command::Compare(args) => {
             if !cli::compare::run(&cli::open(adapter)?, &args)? {
-                std::process::exit(1);
+                return Ok(ExitCode::FAILURE);
             }
-            Ok(())
         }
-        Command::Bench { what } => cli::bench::run(&cli::open(adapter)?, what),
+        Command::Bench { what } => cli::bench::run(&cli::open(adapter)?, what)?,
     }
+    Ok(ExitCode::SUCCESS)
 }

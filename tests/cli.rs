@@ -135,3 +135,71 @@ fn compare_writes_images_and_gates_on_thresholds() {
         "identical images have infinite PSNR"
     );
 }
+
+/// Ctrl-C during `generate` stops after the current step: exit status 130,
+/// a message, the old output file untouched and no partial file beside it.
+#[test]
+fn interrupt_stops_generate_and_keeps_the_old_file() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("img.png");
+    std::fs::write(&out, b"the user's old image").unwrap();
+    let mut child = ras()
+        .args(["generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "a red circle", "--width", "64", "--height", "64"])
+        .args(["--steps", "400", "--dense", "-v", "-o"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let stepping = line.contains("step   2/");
+        seen.push(line);
+        if stepping {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("step   2/")),
+        "no step was reported: {seen:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"the user's old image");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["img.png"], "a partial file was left");
+}
+
+/// A user's error prints its message and causes, never a backtrace, even
+/// with RUST_BACKTRACE=1.
+#[test]
+fn user_errors_print_no_backtrace() {
+    let out = ras()
+        .args(["generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "x", "--width", "100", "-o", "/nonexistent/x.png"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: ") && err.contains("positive multiples of"),
+        "{err}"
+    );
+    assert!(!err.contains("backtrace") && !err.contains("Stack"), "{err}");
+}

@@ -223,6 +223,38 @@ fn cancelling_stops_the_run() {
     assert!(matches!(err, ras::Error::Cancelled), "{err}");
 }
 
+/// The options' cancel flag (what Ctrl-C sets) stops a run with
+/// `Cancelled`; cleared, the same pipeline generates the same image as a
+/// fresh one.
+#[test]
+fn cancel_flag_stops_a_run_and_the_pipeline_stays_usable() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let gpu = gpu();
+    let flag = Arc::new(AtomicBool::new(false));
+    let with_flag = PipelineOptions {
+        cancel: Some(flag.clone()),
+        ..options("no_t5")
+    };
+    let mut pipeline = Pipeline::load(&gpu, &model(), with_flag).unwrap();
+    let req = request("no_t5");
+    let err = pipeline
+        .generate(&req, |e| {
+            if let ras::pipeline::Event::Step(s) = e {
+                flag.store(s.step == 0, Ordering::Relaxed);
+            }
+            ControlFlow::Continue(())
+        })
+        .err()
+        .expect("cancelled");
+    assert!(matches!(err, ras::Error::Cancelled), "{err}");
+    flag.store(false, Ordering::Relaxed);
+    let again = pipeline.generate(&req, |_| ControlFlow::Continue(())).unwrap();
+    let mut fresh = Pipeline::load(&gpu, &model(), options("no_t5")).unwrap();
+    let want = fresh.generate(&req, |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(again.images[0], want.images[0]);
+}
+
 #[test]
 fn bad_requests_fail_before_any_work() {
     let gpu = gpu();

@@ -105,6 +105,7 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
     let options = PipelineOptions {
         keep_loaded: args.keep_loaded,
         no_t5: args.no_t5,
+        cancel: Some(super::catch_interrupts()),
     };
     let mut pipeline =
         Pipeline::load(gpu, &model, options).with_context(|| format!("opening the model '{model}'"))?;

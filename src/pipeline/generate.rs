@@ -4,6 +4,8 @@
 //! VAE) unless `keep_loaded` is set, so peak memory is one stage's.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -19,13 +21,18 @@ use super::model_dir::ModelDir;
 use super::sample::{Denoiser, SampleRequest, StepInfo};
 use super::text::TextStage;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PipelineOptions {
     /// Keep every component on the GPU between stages and between runs.
     pub keep_loaded: bool,
     /// Leave T5 out even when the folder has it (zeros, as diffusers does
     /// without `text_encoder_3`).
     pub no_t5: bool,
+    /// Set from anywhere (a Ctrl-C handler, another thread) to stop a run
+    /// after its current stage or step with `Error::Cancelled`; nothing is
+    /// returned for the stopped run and the pipeline stays usable once the
+    /// flag is cleared.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// One text-to-image job: `num_images` images of one prompt.
@@ -284,9 +291,15 @@ impl Pipeline {
         req: &GenerateRequest,
         mut on_event: impl FnMut(Event) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        let mut check = |e: Event| match on_event(e) {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(()) => Err(Error::Cancelled),
+        let cancel = self.options.cancel.clone();
+        let mut check = |e: Event| {
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
+            match on_event(e) {
+                ControlFlow::Continue(()) => Ok(()),
+                ControlFlow::Break(()) => Err(Error::Cancelled),
+            }
         };
         let mut job = self.start_with(req, &mut check)?;
         check(Event::Denoising)?;

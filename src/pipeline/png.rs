@@ -3,11 +3,10 @@
 //! diffusion tools read: the prompt, a `Negative prompt:` line, then
 //! `Key: value` pairs.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::output::write_atomic;
 use crate::ras::RasConfig;
 
 use super::generate::{GenerateRequest, Image};
@@ -61,22 +60,24 @@ pub fn parameters(req: &GenerateRequest, model: &str, t5: Option<bool>, index: u
 }
 
 /// Writes an RGB PNG with a `parameters` text chunk (tEXt when the text is
-/// Latin-1, else UTF-8 iTXt).
+/// Latin-1, else UTF-8 iTXt), atomically (see [`crate::output`]).
 pub fn write_png(path: &Path, image: &Image, parameters: &str) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| Error::Invalid(format!("writing {}: {e}", path.display()));
-    let file = File::create(path).map_err(|e| err(&e))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width as u32, image.height as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let latin1 = parameters.chars().all(|c| (c as u32) < 256 && c != '\0');
-    let key = "parameters".to_owned();
-    if latin1 {
-        encoder.add_text_chunk(key, parameters.to_owned())
-    } else {
-        encoder.add_itxt_chunk(key, parameters.to_owned())
-    }
-    .map_err(|e| err(&e))?;
-    let mut writer = encoder.write_header().map_err(|e| err(&e))?;
-    writer.write_image_data(&image.rgb).map_err(|e| err(&e))?;
-    writer.finish().map_err(|e| err(&e))
+    write_atomic(path, |out| {
+        let mut encoder = png::Encoder::new(out, image.width as u32, image.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let latin1 = parameters.chars().all(|c| (c as u32) < 256 && c != '\0');
+        let key = "parameters".to_owned();
+        if latin1 {
+            encoder.add_text_chunk(key, parameters.to_owned())
+        } else {
+            encoder.add_itxt_chunk(key, parameters.to_owned())
+        }
+        .map_err(std::io::Error::other)?;
+        let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+        writer
+            .write_image_data(&image.rgb)
+            .map_err(std::io::Error::other)?;
+        writer.finish().map_err(std::io::Error::other)
+    })
 }

@@ -325,7 +325,8 @@ pub fn save(path: &Path, tensors: &[(String, Vec<usize>, Values)]) -> Result<()>
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
-    safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| file_error(path, e))
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| file_error(path, e))?;
+    crate::output::write_atomic(path, |out| out.write_all(&bytes))
 }
 
 /// Reads tensor `name` and its shape from a safetensors file view, as f32:
