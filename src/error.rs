@@ -83,6 +83,15 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// A NaN or an infinity where a value belongs: the run stopped there
+    /// and produced no image.
+    #[error(
+        "NaN or infinity in {what}; the run was stopped and nothing was written. \
+         If it happens only with --precision f16, use f32 (an activation overflowed); \
+         otherwise the model's weights may hold NaN: check or re-download its files"
+    )]
+    NonFinite { what: String },
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/broken.rs"]
+mod broken;
 #[path = "common/png.rs"]
 mod png_read;
 use png_read::read_png;
@@ -202,4 +204,48 @@ fn user_errors_print_no_backtrace() {
         "{err}"
     );
     assert!(!err.contains("backtrace") && !err.contains("Stack"), "{err}");
+}
+
+/// A transformer whose weights hold a NaN: generate stops at the first
+/// step with an error naming the stage, writes no PNG and exits 1.
+#[test]
+fn nan_in_the_model_is_an_error_not_a_black_image() {
+    let model = broken::broken_pipeline(&fixture("model"), |tensors| {
+        let (_, dtype, _, bytes) = tensors
+            .iter_mut()
+            .find(|(name, ..)| name == "proj_out.bias")
+            .expect("proj_out.bias");
+        let nan: &[u8] = match dtype {
+            safetensors::Dtype::F32 => &[0, 0, 0xc0, 0x7f],
+            safetensors::Dtype::F16 => &[0, 0x7e],
+            _ => &[0xc0, 0x7f],
+        };
+        bytes[..nan.len()].copy_from_slice(nan);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("img.png");
+    let run = ras()
+        .args(["generate", "--model"])
+        .arg(model.path())
+        .args([
+            "--prompt",
+            "a red circle",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "4",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("NaN or infinity in the transformer output at step 1 of 4"),
+        "{err}"
+    );
+    assert!(!out.exists(), "an image was written");
 }

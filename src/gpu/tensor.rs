@@ -333,6 +333,10 @@ impl Gpu {
     /// work while the values travel; [`wait_read`](Self::wait_read) waits
     /// for this submit only. For tensors in one buffer.
     pub fn read_f32_async(&self, t: &Tensor) -> Result<PendingRead> {
+        self.start_tensor_read(t)
+    }
+
+    fn start_tensor_read(&self, t: &Tensor) -> Result<PendingRead> {
         if t.num_chunks() != 1 {
             return Err(Error::Invalid(format!(
                 "read_f32_async reads tensors in one buffer; {:?} is split in {}",
@@ -350,6 +354,23 @@ impl Gpu {
     /// The values of a read started with [`read_f32_async`](Self::read_f32_async).
     pub fn wait_read(&self, pending: PendingRead) -> Result<Vec<f32>> {
         Ok(pending.dtype.to_f32(&self.finish_read(pending.bytes)?))
+    }
+
+    /// [`read_f32_async`](Self::read_f32_async) for a u32 tensor; the
+    /// values come with [`wait_read_u32`](Self::wait_read_u32).
+    pub fn read_u32_async(&self, t: &Tensor) -> Result<PendingRead> {
+        if t.dtype != DType::U32 {
+            return Err(Error::DType {
+                op: "read_u32_async",
+                dtype: t.dtype.name().into(),
+                message: "tensor is not u32".into(),
+            });
+        }
+        self.start_tensor_read(t)
+    }
+
+    pub fn wait_read_u32(&self, pending: PendingRead) -> Result<Vec<u32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.finish_read(pending.bytes)?))
     }
 
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {

@@ -7,6 +7,7 @@ pub mod attention_coopmat;
 pub mod attention_tiled;
 pub mod conv2d;
 pub mod elementwise;
+pub mod finite;
 pub mod linear;
 pub mod metric;
 pub mod modulate;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
+use crate::kernels::finite::{check_finite, new_flag, CLEAN};
 use crate::models::lumina::LuminaConfig;
 use crate::models::sd3::Sd3Config;
 use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
@@ -357,6 +358,11 @@ impl Pipeline {
         let region = self.gpu.region("text encoders");
         let encoded = text.encode(&self.gpu, req)?;
         drop(region);
+        let (cond, uncond) = &encoded;
+        let tensors = [cond, uncond.as_ref().unwrap_or(cond)]
+            .into_iter()
+            .flat_map(|c| std::iter::once(&c.tokens).chain(&c.pooled));
+        ensure_finite(&self.gpu, tensors, "the prompt embeddings (text encoders)")?;
         if !self.options.keep_loaded {
             self.text = None;
             self.gpu.trim();
@@ -441,6 +447,7 @@ impl Pipeline {
                 Some(t) => gpu.upload_f32(&vae.decode_tiled(&gpu, &z, t)?, &[1, 3, h * f, w * f])?,
                 None => vae.decode(&gpu, &z)?,
             };
+            ensure_finite(&gpu, [&image], "the decoded image (VAE)")?;
             each(&gpu, image)?;
         }
         self.release_vae();
@@ -456,4 +463,17 @@ pub(crate) fn to_image(gpu: &Gpu, image: &Tensor) -> Result<Image> {
         height: h,
         rgb: to_rgb8(&gpu.read_f32(image)?, 1, h, w),
     })
+}
+
+/// An error naming `what` if any of `tensors` holds a NaN or an infinity
+/// (one small read-back).
+fn ensure_finite<'a>(gpu: &Gpu, tensors: impl IntoIterator<Item = &'a Tensor>, what: &str) -> Result<()> {
+    let flag = new_flag(gpu)?;
+    for t in tensors {
+        check_finite(gpu, t, &flag, 0)?;
+    }
+    match gpu.read_u32(&flag)?[0] {
+        CLEAN => Ok(()),
+        _ => Err(Error::NonFinite { what: what.into() }),
+    }
 }

@@ -109,7 +109,8 @@ impl<'p> Job<'p> {
         if let Some(t) = self.transformer.take() {
             self.pipeline.put_back_transformer(t);
         }
-        let out = self.denoiser.finish();
+        let gpu = self.pipeline.gpu().clone();
+        let out = self.denoiser.finish_checked(&gpu)?;
         let mut images = Vec::new();
         let mut first = true;
         self.pipeline

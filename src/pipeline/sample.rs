@@ -8,7 +8,8 @@
 use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, PendingRead, Tensor};
+use crate::kernels::finite::{check_finite, new_flag, CLEAN};
 use crate::kernels::metric::region_metric;
 use crate::kernels::rows::{scatter, Indices};
 use crate::kernels::sampler::{euler_step, Combine, Merge};
@@ -83,6 +84,22 @@ fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// Where a non-finite check looks.
+#[derive(Clone, Copy)]
+enum Stage {
+    /// The transformer's prediction.
+    Output,
+    /// The latents after the Euler step.
+    Latents,
+}
+
+/// The flag code of a check: smaller for earlier steps, and for the
+/// transformer output before the latents of the same step, so the flag
+/// (a minimum) names where garbage first appeared.
+fn check_code(step: usize, stage: Stage) -> u32 {
+    (step as u32) << 1 | stage as u32
+}
+
 /// Both conditionings stacked along the batch in the model's CFG order.
 fn stack(gpu: &Gpu, first: &Conditioning, second: &Conditioning) -> Result<Conditioning> {
     let pooled = match (&first.pooled, &second.pooled) {
@@ -128,6 +145,10 @@ pub struct Denoiser {
     /// The next step's model input and selection-free values, recorded
     /// while the previous step's scores were read back.
     prepared: Option<(Tensor, RunMemo)>,
+    /// Lowered by the non-finite checks of every step (see [`check_code`]);
+    /// read back one step late, so reading never stalls the GPU.
+    finite: Tensor,
+    finite_read: Option<PendingRead>,
     /// `(v̂ of the last step, dropped mask)` for the next RAS step's merge.
     merge_state: Option<(Tensor, Tensor)>,
     x: Tensor,
@@ -194,6 +215,8 @@ impl Denoiser {
             precision: req.precision,
             memo: RunMemo::default(),
             prepared: None,
+            finite: new_flag(gpu)?,
+            finite_read: None,
             merge_state: None,
             x: req.latents.clone(),
             step: 0,
@@ -222,6 +245,8 @@ impl Denoiser {
         if self.is_done() {
             return Err(Error::Invalid(format!("all {i} steps are done")));
         }
+        // The previous step's checks, done on the GPU by now.
+        self.check_finite(gpu)?;
         let (b, n, rows) = (self.batch, self.n, self.rows);
         let kind = self.schedule.kind(i);
         let _step = gpu.step_scope(match kind {
@@ -286,6 +311,8 @@ impl Denoiser {
         };
         let region = gpu.region("sampler");
         let (x_next, v_hat) = euler_step(gpu, &self.x, &v, self.combine, self.scheduler.dsigma(i), merge)?;
+        check_finite(gpu, &v, &self.finite, check_code(i, Stage::Output))?;
+        check_finite(gpu, &x_next, &self.finite, check_code(i, Stage::Latents))?;
         self.x = x_next;
         drop(region);
         if self.schedule.selects_after(i) {
@@ -306,8 +333,9 @@ impl Denoiser {
             // Give the cache's memory back to the device, not just the pool.
             gpu.trim();
         }
-        // One submit per step, so a host drawing a frame per step sees it run.
-        gpu.flush()?;
+        // One submit per step, so a host drawing a frame per step sees it
+        // run; it carries the copy of the non-finite flag read next step.
+        self.finite_read = Some(gpu.read_u32_async(&self.finite)?);
         self.step += 1;
         Ok(StepInfo {
             step: i,
@@ -359,6 +387,36 @@ impl Denoiser {
         self.step
     }
 
+    /// An error naming the first step and stage that saw a NaN or an
+    /// infinity, once the step's flag read-back is in.
+    fn check_finite(&mut self, gpu: &Gpu) -> Result<()> {
+        let Some(pending) = self.finite_read.take() else {
+            return Ok(());
+        };
+        let code = gpu.wait_read_u32(pending)?[0];
+        if code == CLEAN {
+            return Ok(());
+        }
+        let (step, stage) = (
+            code >> 1,
+            if code & 1 == 0 {
+                "the transformer output"
+            } else {
+                "the latents"
+            },
+        );
+        Err(Error::NonFinite {
+            what: format!("{stage} at step {} of {}", step + 1, self.steps()),
+        })
+    }
+
+    /// Checks the last step's values (waiting for them) and returns the
+    /// result so far; an error if a step produced a NaN or an infinity.
+    pub fn finish_checked(&mut self, gpu: &Gpu) -> Result<SampleOutput> {
+        self.check_finite(gpu)?;
+        Ok(self.finish())
+    }
+
     /// The result so far; frees the K/V cache and merge state.
     pub fn finish(&mut self) -> SampleOutput {
         self.cache = None;
@@ -388,5 +446,5 @@ pub fn sample(
             return Err(Error::Cancelled);
         }
     }
-    Ok(denoiser.finish())
+    denoiser.finish_checked(gpu)
 }

@@ -9,6 +9,7 @@ mod attention;
 mod common;
 mod conv2d;
 mod elementwise;
+mod finite;
 mod linear;
 mod metric;
 mod modulate;
