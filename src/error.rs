@@ -47,7 +47,12 @@ pub enum Error {
     #[error("GPU validation error while {context}: {message}")]
     Validation { context: String, message: String },
 
-    #[error("GPU device lost: {message}")]
+    /// The device is gone (driver reset, GPU removed, the host destroyed
+    /// it); every later call on it fails the same way.
+    #[error(
+        "GPU device lost ({message}). Nothing more can run on this device: open a new one \
+         (a new Gpu and Pipeline); if it keeps happening, try a smaller size or another adapter"
+    )]
     DeviceLost { message: String },
 
     #[error("weights: {path}: {message}")]

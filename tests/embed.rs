@@ -170,3 +170,30 @@ fn finishing_early_is_an_error() {
     let msg = job.finish().err().expect("not done").to_string();
     assert!(msg.contains("5 of 6 steps left"), "{msg}");
 }
+
+/// The host's device lost in the middle of a job: the next `step()` is a
+/// `DeviceLost` error (no panic, no hang), the pipeline can be dropped, and
+/// a new pipeline on a new device generates the same image as ever.
+#[test]
+fn device_loss_mid_job_is_an_error_and_a_new_device_recovers() {
+    let (device, _queue, gpu) = host_device();
+    let mut pipeline = Pipeline::load(&gpu, &model(), PipelineOptions::default()).unwrap();
+    let mut job = pipeline.start(&request()).unwrap();
+    job.step().unwrap();
+    device.destroy();
+    let err = job.step().expect_err("a step on a destroyed device");
+    assert!(matches!(err, ras::Error::DeviceLost { .. }), "{err}");
+    drop(job);
+    drop(pipeline);
+    let (_device, _queue, fresh) = host_device();
+    let mut pipeline = Pipeline::load(&fresh, &model(), PipelineOptions::default()).unwrap();
+    let got = pipeline
+        .generate(&request(), |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let (_device, _queue, other) = host_device();
+    let mut reference = Pipeline::load(&other, &model(), PipelineOptions::default()).unwrap();
+    let want = reference
+        .generate(&request(), |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(got.images[0], want.images[0]);
+}

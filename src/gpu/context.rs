@@ -127,9 +127,12 @@ impl Gpu {
             slot.get_or_insert_with(|| e.to_string());
         }));
         let sink = lost.clone();
-        device.set_device_lost_callback(move |_, msg| {
+        device.set_device_lost_callback(move |reason, msg| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| format!("device lost: {msg}"));
+            slot.get_or_insert_with(|| match msg.is_empty() {
+                true => format!("{reason:?}"),
+                false => format!("{reason:?}: {msg}"),
+            });
         });
         // Bindings are limited both by the binding limit and the buffer size.
         let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
@@ -188,6 +191,9 @@ impl Gpu {
     }
 
     pub(crate) fn check_lost(&self) -> Result<()> {
+        // Runs pending device callbacks without waiting, so a loss (the
+        // driver's, or a host's `destroy`) is seen before more work is sent.
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
         if let Some(msg) = self.inner.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Err(Error::DeviceLost { message: msg.clone() });
         }

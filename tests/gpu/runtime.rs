@@ -101,3 +101,47 @@ fn async_read_returns_the_values_at_its_submit() {
     assert_eq!(gpu.wait_read(pending).unwrap(), [1.0, 2.0, 3.0, 4.0]);
     assert_eq!(gpu.read_f32(&t).unwrap(), [1.0, 2.0, 9.0, 9.0]);
 }
+
+/// A device lost in the middle of work (simulated with `Device::destroy`)
+/// comes back as an error from the next call, never a panic or a hang, and
+/// a new device works afterwards.
+#[test]
+fn device_loss_is_an_error_and_a_new_device_works() {
+    let _serial = gpu();
+    let open = || {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("an adapter (install mesa-vulkan-drivers without a GPU)");
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+        let gpu = Gpu::from_device(device.clone(), queue, adapter.get_info(), &GpuOptions::default());
+        (device, gpu)
+    };
+    let (device, lost) = open();
+    let a = lost.upload_f32(&[1.0, 2.0, 3.0], &[3]).unwrap();
+    let b = elementwise::add(&lost, &a, &a).unwrap();
+    assert_eq!(lost.read_f32(&b).unwrap(), [2.0, 4.0, 6.0]);
+    let pending = elementwise::add(&lost, &b, &a).unwrap();
+    device.destroy();
+    let results = [
+        lost.read_f32(&pending).map(drop),
+        elementwise::add(&lost, &a, &b)
+            .and_then(|c| lost.read_f32(&c))
+            .map(drop),
+        lost.sync(),
+    ];
+    for r in &results {
+        let err = r.as_ref().expect_err("work on a destroyed device must fail");
+        eprintln!("after destroy: {err}");
+        assert!(matches!(err, Error::DeviceLost { .. }), "{err}");
+        assert!(err.to_string().contains("open a new one"), "{err}");
+    }
+    let (_device, fresh) = open();
+    let c = fresh.upload_f32(&[1.0, 2.0], &[2]).unwrap();
+    assert_eq!(
+        fresh
+            .read_f32(&elementwise::add(&fresh, &c, &c).unwrap())
+            .unwrap(),
+        [2.0, 4.0]
+    );
+}
