@@ -45,47 +45,17 @@
 // element types of Q, of K and V, and of out (f32 or f16; scores, softmax
 // and sums in f32).
 
-override D: u32 = 64u;
 override WG: u32 = 64u;
-override KEY_BIASED: u32 = 0u;
 override CAUSAL: u32 = 0u;
 override BIASED: u32 = 0u;
 override ALIGNED: u32 = 1u;
 override D4: u32 = (D + 3u) / 4u;
 
 const MAX_D: u32 = MAX_D_PLACEHOLDER;
-const LOG2E: f32 = 1.4426950408889634;
-// Below any real score; finite so that differences of it never give NaN.
-const NEG: f32 = -3.0e38;
 
-struct Params {
-    lq: u32,
-    lk: u32,
-    hq: u32,
-    group: u32,
-    q_off: u32,
-    q_stride: u32,
-    k_off: u32,
-    k_stride: u32,
-    v_off: u32,
-    v_stride: u32,
-    q_blocks: u32,
-    scale_log2: f32,
-    // At most lk, so tq + causal_off + 1 cannot wrap.
-    causal_off: u32,
-    // 1 when the bias [1, Lq, Lk] is shared by every head, else Hq.
-    bias_heads: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
-@group(0) @binding(0) var<storage, read> qs: array<Q_T>;
+// K and V as vec4 words (the rest of the bindings: attention_common.wgsl).
 @group(0) @binding(1) var<storage, read> ks: array<vec4<KV_T>>;
 @group(0) @binding(2) var<storage, read> vs: array<vec4<KV_T>>;
-@group(0) @binding(3) var<storage, read> key_bias: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<O_T>;
-@group(0) @binding(6) var<uniform> p: Params;
 
 // Elements e .. e+3 out of the words lo = word(e / 4) and hi = the next one,
 // with dims past D zeroed by select, so poison past a row never gets in as
@@ -179,13 +149,12 @@ fn probs(s: mat4x4<f32>, v: Valid, m: vec4<f32>) -> mat4x4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let w = flat_workgroup(wid, nwg);
-    let qb = w % p.q_blocks;
-    let h = (w / p.q_blocks) % p.hq;
-    let b = w / (p.q_blocks * p.hq);
-    let kv_col = (h / p.group) * D;
-    let k_base = p.k_off + b * p.lk * p.k_stride + kv_col;
-    let v_base = p.v_off + b * p.lk * p.v_stride + kv_col;
+    let blk = block_of(flat_workgroup(wid, nwg));
+    let b = blk.b;
+    let h = blk.h;
+    let qb = blk.qb;
+    let k_base = blk.k_base;
+    let v_base = blk.v_base;
 
     // This lane's queries are t0 + i · WG, i < 4. Lanes past the end work
     // on the last query and skip the store.
