@@ -43,19 +43,7 @@ pub fn time(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Re
     Ok(best)
 }
 
-/// Deterministic pseudo-random values in [-1, 1): benchmarks need no
-/// statistics, only non-trivial data.
-pub fn filler(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+pub use crate::reference::filler;
 
 /// Linear `[m, k] × [n, k]ᵀ` with f32 weights.
 pub fn bench_linear(gpu: &Gpu, m: usize, n: usize, k: usize, reps: usize) -> Result<Figure> {

@@ -8,12 +8,18 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// Shared pieces of several kernels that are not kernels themselves:
 /// `(fragment file stem, the kernels it is appended to)`.
 pub const FRAGMENTS: &[(&str, &[&str])] = &[
-    ("attention_common", &["attention", "attention_coopmat", "attention_tiled"]),
+    (
+        "attention_common",
+        &["attention", "attention_coopmat", "attention_tiled"],
+    ),
     ("linear_common", &["linear", "linear_coopmat", "linear_tiled"]),
 ];
 
 const FRAGMENT_TEXT: &[(&str, &str)] = &[
-    ("attention_common", include_str!("../../shaders/attention_common.wgsl")),
+    (
+        "attention_common",
+        include_str!("../../shaders/attention_common.wgsl"),
+    ),
     ("linear_common", include_str!("../../shaders/linear_common.wgsl")),
 ];
 

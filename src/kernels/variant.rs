@@ -14,6 +14,7 @@ use super::linear::{linear_into_variant, Epilogue, LinearOptions, Rows};
 use super::rows::{convert, Indices};
 use crate::error::{Error, Result};
 use crate::gpu::{Choice, DType, Gpu, Variant, Variants};
+use crate::reference::{filler, rel_err};
 
 /// The environment variable that forces a variant.
 pub const ENV: &str = "RAS_KERNELS";
@@ -205,27 +206,34 @@ fn verdict(gpu: &Gpu, family: Family, variant: Variant) -> Result<(std::result::
     Ok((verdict, false))
 }
 
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
+/// How far `variant` may stray from the portable kernel.
+fn tolerance(variant: Variant, act: DType) -> f64 {
+    match (variant, act) {
+        // f16 products (coopmat) round each input to 11 bits.
+        (Variant::Coopmat, _) => 1e-2,
+        // f16 outputs round the sums, whose order differs between kernels.
+        (_, DType::F16) => 2e-3,
+        _ => 1e-5,
+    }
 }
 
-/// Relative error `‖a − b‖ / ‖b‖`, infinite if `a` has a non-finite value.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    if a.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
+/// Runs `run` with the portable kernel and with `variant` and compares:
+/// `Some(why)` when `variant` fails (kernel errors such as a driver
+/// rejecting the shader are a failed verdict; a lost device is an error).
+fn against_portable(
+    variant: Variant,
+    act: DType,
+    run: impl Fn(Variant) -> Result<Vec<f32>>,
+    what: impl FnOnce() -> String,
+) -> Result<Option<String>> {
+    let want = run(Variant::Portable)?;
+    let got = match run(variant) {
+        Ok(got) => got,
+        Err(e @ Error::DeviceLost { .. }) => return Err(e),
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    let (err, tol) = (rel_err(&got, &want), tolerance(variant, act));
+    Ok((err.is_nan() || err > tol).then(|| format!("{}: relative error {err:.2e} > {tol:.0e}", what())))
 }
 
 /// Runs `variant` and the portable linear kernel on the same inputs (sizes
@@ -244,21 +252,14 @@ pub fn self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), 
         cases.push((77, 40, 52, DType::F16, DType::F16));
     }
     for (i, &(m, n, k, dtype, act)) in cases.iter().enumerate() {
-        // f16 products (coopmat) round each input to 11 bits; f16 outputs
-        // round the sums, whose order differs between kernels.
-        let tol = match (variant, act) {
-            (Variant::Coopmat, _) => 1e-2,
-            (_, DType::F16) => 2e-3,
-            _ => 1e-5,
-        };
         let run = |v: Variant| -> Result<Vec<f32>> {
             let x = convert(
                 gpu,
-                &gpu.upload_f32(&values(m * k, 3 * i as u32 + 1), &[m, k])?,
+                &gpu.upload_f32(&filler(m * k, 3 * i as u32 + 1), &[m, k])?,
                 act,
             )?;
-            let w = weights(gpu, &values(n * k, 3 * i as u32 + 2), &[n, k], dtype)?;
-            let b = weights(gpu, &values(n, 3 * i as u32 + 3), &[n], dtype)?;
+            let w = weights(gpu, &filler(n * k, 3 * i as u32 + 2), &[n, k], dtype)?;
+            let b = weights(gpu, &filler(n, 3 * i as u32 + 3), &[n], dtype)?;
             // Reversed input rows into every other output row.
             let src: Vec<u32> = (0..m as u32).rev().collect();
             let dst: Vec<u32> = (0..m as u32).map(|r| 2 * r).collect();
@@ -279,19 +280,15 @@ pub fn self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::Result<(), 
             linear_into_variant(gpu, &x, &w, Some(&b), &out, options, v)?;
             gpu.read_f32(&out)
         };
-        let want = run(Variant::Portable)?;
-        let got = match run(variant) {
-            Ok(got) => got,
-            Err(e @ Error::DeviceLost { .. }) => return Err(e),
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let err = rel_err(&got, &want);
-        if err.is_nan() || err > tol {
-            return Ok(Err(format!(
-                "linear {m}x{n}x{k} {} weights, {} activations: relative error {err:.2e} > {tol:.0e}",
+        let what = || {
+            format!(
+                "linear {m}x{n}x{k} {} weights, {} activations",
                 dtype.name(),
                 act.name()
-            )));
+            )
+        };
+        if let Some(why) = against_portable(variant, act, run, what)? {
+            return Ok(Err(why));
         }
     }
     Ok(Ok(()))
@@ -331,13 +328,13 @@ pub fn attention_self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::R
         let run = |v: Variant| -> Result<Vec<f32>> {
             let q = convert(
                 gpu,
-                &gpu.upload_f32(&values(b * lq * hq * d, seed + 1), &[b, lq, hq, d])?,
+                &gpu.upload_f32(&filler(b * lq * hq * d, seed + 1), &[b, lq, hq, d])?,
                 act,
             )?;
             // K and V side by side in one buffer, as SD3's fused cache holds them.
             let kv = convert(
                 gpu,
-                &gpu.upload_f32(&values(b * lk * 2 * hkv * d, seed + 2), &[b * lk, 2 * hkv * d])?,
+                &gpu.upload_f32(&filler(b * lk * 2 * hkv * d, seed + 2), &[b * lk, 2 * hkv * d])?,
                 act,
             )?;
             let mask: Vec<f32> = (0..b * lk)
@@ -373,24 +370,14 @@ pub fn attention_self_test(gpu: &Gpu, variant: Variant) -> Result<std::result::R
             )?;
             gpu.read_f32(&out)
         };
-        let want = run(Variant::Portable)?;
-        let got = match run(variant) {
-            Ok(got) => got,
-            Err(e @ Error::DeviceLost { .. }) => return Err(e),
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let tol = match (variant, act) {
-            // f16 products round each input to 11 bits.
-            (Variant::Coopmat, _) => 1e-2,
-            (_, DType::F16) => 2e-3,
-            _ => 1e-5,
-        };
-        let err = rel_err(&got, &want);
-        if err.is_nan() || err > tol {
-            return Ok(Err(format!(
-                "attention {b}x{lq}x{lk} {hq}/{hkv} heads of {d}, {} activations: relative error {err:.2e} > {tol:.0e}",
+        let what = || {
+            format!(
+                "attention {b}x{lq}x{lk} {hq}/{hkv} heads of {d}, {} activations",
                 act.name()
-            )));
+            )
+        };
+        if let Some(why) = against_portable(variant, act, run, what)? {
+            return Ok(Err(why));
         }
     }
     Ok(Ok(()))

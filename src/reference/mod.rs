@@ -14,6 +14,21 @@ pub mod rows;
 pub mod sampler;
 pub mod upsample;
 
+/// Deterministic pseudo-random values in [-1, 1) (xorshift): inputs for
+/// benchmarks and the kernels' start-up self-tests, which need no
+/// statistics, only non-trivial data that is the same on every run.
+pub fn filler(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// ‖out − ref‖ / ‖ref‖, with NaN or infinity anywhere in `out` giving
 /// infinity so that it never passes a tolerance.
 pub fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
