@@ -176,23 +176,16 @@ pub fn layer_norm(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<Tensor> {
-    let affine = Affine {
-        weight,
-        bias,
-        len: x.cols(),
-    };
-    launch(
+    layer_norm_with(
         gpu,
-        "layer_norm",
         x,
-        affine,
-        last_dim(x),
-        Mode {
-            eps,
-            rms: false,
-            silu: false,
-            modulate: None,
+        Affine {
+            weight,
+            bias,
+            len: x.cols(),
         },
+        None,
+        eps,
     )
 }
 
@@ -204,19 +197,23 @@ pub fn layer_norm_modulated(gpu: &Gpu, x: &Tensor, modulation: Modulation, eps: 
         bias: None,
         len: x.cols(),
     };
-    launch(
-        gpu,
-        "layer_norm",
-        x,
-        affine,
-        last_dim(x),
-        Mode {
-            eps,
-            rms: false,
-            silu: false,
-            modulate: Some(modulation),
-        },
-    )
+    layer_norm_with(gpu, x, affine, Some(modulation), eps)
+}
+
+fn layer_norm_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    affine: Affine,
+    modulate: Option<Modulation>,
+    eps: f32,
+) -> Result<Tensor> {
+    let mode = Mode {
+        eps,
+        rms: false,
+        silu: false,
+        modulate,
+    };
+    launch(gpu, "layer_norm", x, affine, last_dim(x), mode)
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
