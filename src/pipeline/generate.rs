@@ -359,8 +359,8 @@ impl Pipeline {
         let encoded = text.encode(&self.gpu, req)?;
         drop(region);
         let (cond, uncond) = &encoded;
-        let tensors = [cond, uncond.as_ref().unwrap_or(cond)]
-            .into_iter()
+        let tensors = std::iter::once(cond)
+            .chain(uncond)
             .flat_map(|c| std::iter::once(&c.tokens).chain(&c.pooled));
         ensure_finite(&self.gpu, tensors, "the prompt embeddings (text encoders)")?;
         if !self.options.keep_loaded {
