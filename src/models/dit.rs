@@ -88,13 +88,8 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Element type of activations.
-    pub fn act_dtype(self) -> DType {
-        self.cache_dtype()
-    }
-
-    /// Element type of the K/V cache.
-    pub fn cache_dtype(self) -> DType {
+    /// Element type of activations and of the K/V cache.
+    pub fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,

@@ -261,7 +261,7 @@ impl Denoiser {
         let (active, active_tokens) = match kind {
             StepKind::Dense { refresh } => {
                 if refresh && self.cache.is_none() {
-                    let cache = model.kv_cache(gpu, rows, n, &self.cond, self.precision.cache_dtype())?;
+                    let cache = model.kv_cache(gpu, rows, n, &self.cond, self.precision.dtype())?;
                     self.kv_cache_bytes = self.kv_cache_bytes.max(cache.bytes());
                     self.cache = Some(cache);
                 }

@@ -145,7 +145,7 @@ impl LuminaTransformer {
             let x = self
                 .patch_embedder
                 .forward(gpu, &patchify(gpu, call.latents, p)?)?; // [B, N, D]
-            convert(gpu, &x, call.precision.act_dtype())
+            convert(gpu, &x, call.precision.dtype())
         })?;
         // Every modulation linear consumes silu(temb).
         let cond = memoized(memo, ("silu(temb)", 0), || {

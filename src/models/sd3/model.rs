@@ -141,7 +141,7 @@ impl Sd3Transformer {
         let _region = gpu.region("embed");
         let x_all = memoized(memo, ("patch embedding", 0), || {
             let x = self.pos_embed.forward(gpu, inputs.hidden_states)?; // [B, N, D]
-            convert(gpu, &x, precision.act_dtype())
+            convert(gpu, &x, precision.dtype())
         })?;
         // Every adaLN linear consumes silu(temb).
         let cond = memoized(memo, ("silu(temb)", 0), || {
@@ -200,7 +200,7 @@ impl Sd3Transformer {
            // 3. text tokens
         let mut c = memoized(memo.run, ("context_embedder", 0), || {
             let ctx = inputs.encoder_hidden_states;
-            self.context_embedder.forward_as(gpu, ctx, precision.act_dtype())
+            self.context_embedder.forward_as(gpu, ctx, precision.dtype())
         })?; // [B, L, D]
         let key_bias = self.key_bias(gpu, b, n, l, inputs.text_weights)?; // [B, N + L] or none
         drop(region);
