@@ -1,9 +1,14 @@
 // ---- shaders/common.wgsl: appended to every kernel file ------------------
 
+// The index of this launch's first workgroup: a launch larger than the
+// submit budget is recorded as several over consecutive workgroup ranges
+// (gpu::budget); x holds the range's start, 0 for an unsplit launch.
+@group(1) @binding(0) var<uniform> first_workgroup: vec4<u32>;
+
 // Flat workgroup index. Launches above 65535 workgroups are folded into a
 // 2-D grid by the host (gpu::recorder); this undoes the fold.
 fn flat_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
+    return first_workgroup.x + wid.y * nwg.x + wid.x;
 }
 
 // 16-bit tensors are stored two halves to a u32 word (element i in the low

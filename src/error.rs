@@ -41,8 +41,24 @@ pub enum Error {
     #[error("{op}: index {index} out of range for {len} rows")]
     IndexOutOfRange { op: &'static str, index: u64, len: u64 },
 
-    #[error("GPU out of memory while {context}: {message}; use smaller sizes or a device with more memory")]
+    #[error(
+        "GPU out of memory while {context}: {message}; use a smaller size, --precision f16, \
+         --no-t5, or a device with more memory"
+    )]
     OutOfMemory { context: String, message: String },
+
+    /// Admission: a request estimated not to fit, refused before any work.
+    #[error(
+        "this request needs about {needed_mib} MiB of GPU memory at its peak, more than {what} \
+         ({limit_mib} MiB): {breakdown}. Try {hint}"
+    )]
+    MemoryBudget {
+        needed_mib: u64,
+        limit_mib: u64,
+        what: String,
+        breakdown: String,
+        hint: String,
+    },
 
     #[error("GPU validation error while {context}: {message}")]
     Validation { context: String, message: String },

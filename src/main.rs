@@ -9,10 +9,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "ras", version, about, long_about = None)]
 struct Cli {
-    /// Use the adapter whose name contains this text (case-insensitive).
-    /// Also read from RAS_ADAPTER; WGPU_BACKEND=vulkan|metal|dx12|gl limits the backends.
-    #[arg(long, global = true, env = "RAS_ADAPTER")]
-    adapter: Option<String>,
+    #[command(flatten)]
+    device: cli::DeviceArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -85,18 +83,18 @@ fn is_cancelled(e: &anyhow::Error) -> bool {
 
 fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
-    let adapter = cli.adapter.as_deref();
+    let open = || cli::open(&cli.device);
     match cli.command {
-        Command::Info => cli::info::run(adapter)?,
-        Command::Forward(args) => cli::forward::run(&cli::open(adapter)?, &args)?,
-        Command::Sample(args) => cli::sample::run(&cli::open(adapter)?, &args)?,
-        Command::Generate(args) => cli::generate::run(&cli::open(adapter)?, &args)?,
+        Command::Info => cli::info::run(&cli.device)?,
+        Command::Forward(args) => cli::forward::run(&open()?, &args)?,
+        Command::Sample(args) => cli::sample::run(&open()?, &args)?,
+        Command::Generate(args) => cli::generate::run(&open()?, &args)?,
         Command::Compare(args) => {
-            if !cli::compare::run(&cli::open(adapter)?, &args)? {
+            if !cli::compare::run(&open()?, &args)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Bench { what } => cli::bench::run(&cli::open(adapter)?, what)?,
+        Command::Bench { what } => cli::bench::run(&open()?, what)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use ras::gpu::{Gpu, GpuOptions};
-use ras::pipeline::{GenerateRequest, Pipeline, PipelineOptions};
+use ras::pipeline::{Advance, GenerateRequest, Pipeline, PipelineOptions};
 use ras::ras::RasConfig;
 
 fn model() -> String {
@@ -159,6 +159,67 @@ fn job_steps_previews_and_texture_output_match_generate() {
     }
     let msg = job.finish_into(&tex).err().expect("needs storage").to_string();
     assert!(msg.contains("STORAGE_BINDING"), "{msg}");
+}
+
+/// Bounded submissions: under a tiny submit budget every launch larger
+/// than it is split into launches over ranges of its workgroups and each
+/// submit carries little; `advance` hands a step to the GPU a budget at a
+/// time. Both give exactly the bytes of an unbounded run.
+#[test]
+fn bounded_submits_and_advance_give_identical_images() {
+    let (_, _, gpu) = host_device();
+    let mut pipeline = Pipeline::load(&gpu, &model(), PipelineOptions::default()).unwrap();
+    let req = request();
+    gpu.set_max_submit_ms(Some(f64::INFINITY));
+    let before = gpu.counters();
+    let want = pipeline
+        .generate(&req, |_| ControlFlow::Continue(()))
+        .unwrap()
+        .images;
+    let after = gpu.counters();
+    let (dispatches, submits) = (
+        after.dispatches - before.dispatches,
+        after.submits - before.submits,
+    );
+
+    // Estimated at a software adapter's rates, 1e-4 ms is a few hundred
+    // FLOPs: nearly every launch of more than one workgroup splits.
+    gpu.set_max_submit_ms(Some(1e-4));
+    let before = gpu.counters();
+    let split = pipeline
+        .generate(&req, |_| ControlFlow::Continue(()))
+        .unwrap()
+        .images;
+    let after = gpu.counters();
+    assert_eq!(split, want, "split launches changed the image");
+    let more = after.dispatches - before.dispatches;
+    assert!(
+        more > 2 * dispatches,
+        "{more} vs {dispatches} launches: nothing was split"
+    );
+    let more = after.submits - before.submits;
+    assert!(
+        more > 10 * submits,
+        "{more} vs {submits} submits: work was not spread"
+    );
+
+    let mut job = pipeline.start(&req).unwrap();
+    let (mut calls, mut steps) = (0, 0);
+    while !job.is_done() {
+        calls += 1;
+        if let Advance::Stepped(info) = job.advance(0.01).unwrap() {
+            assert_eq!(info.step, steps);
+            steps += 1;
+        }
+    }
+    assert_eq!(steps, 6);
+    assert!(
+        calls > 4 * steps,
+        "{calls} calls for {steps} steps: advance did whole steps"
+    );
+    assert!(job.advance(0.01).is_err(), "a finished job cannot advance");
+    assert_eq!(job.finish().unwrap().images, want, "advance changed the image");
+    gpu.set_max_submit_ms(None);
 }
 
 #[test]

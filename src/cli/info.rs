@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-pub fn run(filter: Option<&str>) -> Result<()> {
+pub fn run(device: &super::DeviceArgs) -> Result<()> {
     let adapters = ras::gpu::list_adapters();
     if adapters.is_empty() {
         anyhow::bail!(
@@ -29,8 +29,15 @@ pub fn run(filter: Option<&str>) -> Result<()> {
             a.features.join(",")
         );
     }
-    let gpu = super::open(filter)?;
+    let gpu = super::open(device)?;
     println!("\nselected: {} ({})", gpu.adapter_name(), gpu.backend());
+    let memory = |b: Option<u64>, none: &str| b.map_or(none.to_owned(), |b| format!("{} MiB", b >> 20));
+    println!(
+        "device memory: {}; budget: {}; submits: at most {} estimated ms each",
+        memory(gpu.device_memory(), "not reported by this backend"),
+        memory(gpu.memory_budget(), "none (--max-gpu-memory)"),
+        gpu.submit_budget().max_ms
+    );
     let runnable: Vec<&str> = ras::kernels::variant::runnable(&gpu)
         .iter()
         .map(|v| v.name())

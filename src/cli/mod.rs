@@ -32,12 +32,45 @@ pub fn catch_interrupts() -> Arc<AtomicBool> {
     flag
 }
 
-/// Opens the adapter `filter` names (a case-insensitive substring), or the
-/// best one, and picks its kernel variants (saying so when a faster one
+/// How to open the device: options of every subcommand.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// Use the adapter whose name contains this text (case-insensitive).
+    /// Also read from RAS_ADAPTER; WGPU_BACKEND=vulkan|metal|dx12|gl limits the backends.
+    #[arg(long, global = true, env = "RAS_ADAPTER")]
+    pub adapter: Option<String>,
+
+    /// Most estimated GPU milliseconds one submit may carry: larger kernels
+    /// are split so a shared GPU (a game, a desktop) keeps responding and
+    /// no driver watchdog (Windows TDR, ~2 s) fires. `inf` = no bound.
+    #[arg(long, global = true, env = "RAS_MAX_SUBMIT_MS", value_name = "MS",
+          default_value_t = ras::gpu::DEFAULT_MAX_SUBMIT_MS, value_parser = positive_ms)]
+    pub max_submit_ms: f64,
+
+    /// Budget for the GPU memory ras holds, e.g. 6GiB or 512MiB: a request
+    /// estimated to need more is refused before it starts (with what to
+    /// change), and an allocation past it is an out-of-memory error.
+    /// Without it, requests are checked against the device's memory where
+    /// the driver reports it (Vulkan).
+    #[arg(long, global = true, env = "RAS_MAX_GPU_MEMORY", value_name = "SIZE")]
+    pub max_gpu_memory: Option<bytesize::ByteSize>,
+}
+
+fn positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if ms > 0.0 => Ok(ms),
+        _ => Err(format!("'{s}' is not a positive number of milliseconds (or inf)")),
+    }
+}
+
+/// Opens the adapter `--adapter` names (a case-insensitive substring), or
+/// the best one, and picks its kernel variants (saying so when a faster one
 /// failed its self-test).
-pub fn open(filter: Option<&str>) -> anyhow::Result<ras::gpu::Gpu> {
+pub fn open(device: &DeviceArgs) -> anyhow::Result<ras::gpu::Gpu> {
     let gpu = ras::gpu::Gpu::new(&ras::gpu::GpuOptions {
-        adapter: filter.map(str::to_owned),
+        adapter: device.adapter.clone(),
+        max_submit_ms: Some(device.max_submit_ms),
+        max_memory_bytes: device.max_gpu_memory.map(|b| b.as_u64()),
         ..Default::default()
     })?;
     let variants = ras::kernels::variant::variants(&gpu)?;

@@ -139,3 +139,21 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
     adapters.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
     adapters.iter().map(summarize).collect()
 }
+
+/// The size of the device's largest device-local memory heap, where the
+/// backend tells (Vulkan; wgpu has no portable query). On an integrated GPU
+/// or a software rasteriser that heap is system memory shared with the host.
+pub(crate) fn device_memory(device: &wgpu::Device) -> Option<u64> {
+    // SAFETY: the raw Vulkan handles are only used for a read-only query of
+    // the physical device's memory heaps, while `device` keeps them alive.
+    let hal = unsafe { device.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let instance = hal.shared_instance().raw_instance();
+    let props = unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+    // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT; named by value to avoid a direct ash dependency.
+    const DEVICE_LOCAL: u32 = 1;
+    props.memory_heaps[..props.memory_heap_count as usize]
+        .iter()
+        .filter(|h| h.flags.as_raw() & DEVICE_LOCAL != 0)
+        .map(|h| h.size)
+        .max()
+}

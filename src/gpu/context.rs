@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::adapter;
+use super::budget::SubmitBudget;
 use super::pipelines::PipelineCache;
 use super::pool::Pool;
 use super::recorder::Recorder;
@@ -19,7 +20,28 @@ pub struct GpuOptions {
     /// Fill every buffer the pool hands out with NaN first, so a kernel that
     /// leaves an element unwritten is caught by the tests.
     pub poison: bool,
+    /// Estimated GPU milliseconds one submit may carry (see
+    /// [`SubmitBudget`]); `None` = [`DEFAULT_MAX_SUBMIT_MS`], infinity =
+    /// one submit per flush however large.
+    ///
+    /// [`SubmitBudget`]: super::SubmitBudget
+    /// [`DEFAULT_MAX_SUBMIT_MS`]: super::DEFAULT_MAX_SUBMIT_MS
+    pub max_submit_ms: Option<f64>,
+    /// A budget for the GPU memory the engine holds (weights, activations,
+    /// caches): a request whose estimate exceeds it is refused before any
+    /// work, and an allocation past it is an `OutOfMemory` error.
+    pub max_memory_bytes: Option<u64>,
+    /// Open the device with low limits (storage bindings 32 MiB, buffers
+    /// 256 MiB, workgroup memory 16 KiB) and without shader-f16 and
+    /// subgroups, to prove that every path tiles or falls back. Also set by
+    /// `RAS_LOW_LIMITS=1`.
+    pub low_limits: bool,
 }
+
+/// The limits of [`GpuOptions::low_limits`].
+const LOW_BINDING: u64 = 32 << 20;
+const LOW_BUFFER: u64 = 256 << 20;
+const LOW_WORKGROUP_MEMORY: u32 = 16 << 10;
 
 /// Optional capabilities the kernels may use.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +75,11 @@ pub(crate) struct GpuInner {
     pub uncaptured: Arc<Mutex<Option<String>>>,
     /// Kernel variants, chosen on first use (see `kernels::variant`).
     pub variants: Mutex<Option<Arc<super::variant::Variants>>>,
+    /// The user's memory budget (`GpuOptions::max_memory_bytes`);
+    /// `u64::MAX` = none.
+    pub memory_budget: std::sync::atomic::AtomicU64,
+    /// The device's memory, where the backend tells.
+    pub device_memory: Option<u64>,
 }
 
 impl Gpu {
@@ -81,10 +108,29 @@ impl Gpu {
             true => wanted | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
             false => wanted,
         };
+        let low = options.low_limits || std::env::var("RAS_LOW_LIMITS").is_ok_and(|v| v == "1");
+        let (wanted, limits) = match low {
+            false => (wanted, adapter.limits()),
+            true => {
+                let l = adapter.limits();
+                let limits = wgpu::Limits {
+                    max_storage_buffer_binding_size: l.max_storage_buffer_binding_size.min(LOW_BINDING),
+                    max_buffer_size: l.max_buffer_size.min(LOW_BUFFER),
+                    max_compute_workgroup_storage_size: l
+                        .max_compute_workgroup_storage_size
+                        .min(LOW_WORKGROUP_MEMORY),
+                    ..l
+                };
+                let without = wgpu::Features::SHADER_F16
+                    | wgpu::Features::SUBGROUP
+                    | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                (wanted - without, limits)
+            }
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("ras"),
             required_features: adapter.features() & wanted,
-            required_limits: adapter.limits(),
+            required_limits: limits,
             // SAFETY: the only experimental feature asked for is cooperative
             // matrices, used by kernels that run only after passing a
             // self-test against the portable kernels on this device.
@@ -139,6 +185,7 @@ impl Gpu {
         if let Some(cap) = options.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
+        let device_memory = adapter::device_memory(&device);
         let caps = Capabilities {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
@@ -146,10 +193,11 @@ impl Gpu {
             cooperative_matrix: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
         };
         let alignment = limits.min_uniform_buffer_offset_alignment;
+        let budget = SubmitBudget::for_device(info.device_type, options.max_submit_ms);
         Gpu {
             inner: Arc::new(GpuInner {
                 pool: Arc::new(Pool::new(options.poison)),
-                recorder: Mutex::new(Recorder::new(alignment)),
+                recorder: Mutex::new(Recorder::new(alignment, budget)),
                 pipelines: Mutex::new(PipelineCache::default()),
                 device,
                 queue,
@@ -160,6 +208,8 @@ impl Gpu {
                 lost,
                 uncaptured,
                 variants: Mutex::new(None),
+                memory_budget: options.max_memory_bytes.unwrap_or(u64::MAX).into(),
+                device_memory,
             }),
         }
     }
@@ -184,6 +234,41 @@ impl Gpu {
     /// The largest buffer a single shader binding may cover.
     pub fn max_binding_bytes(&self) -> u64 {
         self.inner.max_binding
+    }
+
+    /// The user's budget for the GPU memory the engine holds, if any.
+    pub fn memory_budget(&self) -> Option<u64> {
+        let b = self
+            .inner
+            .memory_budget
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (b != u64::MAX).then_some(b)
+    }
+
+    /// Changes the memory budget (`None`: no budget) for allocations and
+    /// requests from now on.
+    pub fn set_memory_budget(&self, bytes: Option<u64>) {
+        let b = bytes.unwrap_or(u64::MAX);
+        self.inner
+            .memory_budget
+            .store(b, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The device's memory (its largest device-local heap), where the
+    /// backend reports it (Vulkan); shared with the host on integrated GPUs.
+    pub fn device_memory(&self) -> Option<u64> {
+        self.inner.device_memory
+    }
+
+    /// How much estimated work one submit carries.
+    pub fn submit_budget(&self) -> SubmitBudget {
+        self.recorder().budget
+    }
+
+    /// Changes the submit budget (`None`: the default) for work recorded
+    /// from now on, e.g. a host adapting it to its frame time.
+    pub fn set_max_submit_ms(&self, max_ms: Option<f64>) {
+        self.recorder().budget = SubmitBudget::for_device(self.inner.info.device_type, max_ms);
     }
 
     pub fn max_buffer_bytes(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! The GPU runtime: the only module that talks to wgpu.
 
 mod adapter;
+mod budget;
 mod context;
 mod pipelines;
 mod pool;
@@ -8,11 +9,13 @@ mod profiler;
 mod readback;
 mod recorder;
 mod shaders;
+mod submit;
 mod tensor;
 mod texture;
 mod variant;
 
 pub use adapter::{list_adapters, AdapterSummary};
+pub use budget::{SubmitBudget, DEFAULT_MAX_SUBMIT_MS};
 pub use context::{Capabilities, Gpu, GpuOptions};
 pub use pipelines::Kernel;
 pub use pool::MemoryStats;

@@ -1,6 +1,7 @@
 //! Compiled pipelines, cached by kernel key. Each kernel's bind-group layout
 //! follows one convention: its read-only storage inputs, then its
-//! read-write outputs, then one uniform `params` struct, all in group 0.
+//! read-write outputs, then one uniform `params` struct, all in group 0;
+//! group 1 holds the index of the launch's first workgroup (common.wgsl).
 
 use std::collections::HashMap;
 
@@ -58,6 +59,9 @@ pub(crate) struct PipelineCache {
     /// By shader file and template values.
     modules: HashMap<ModuleKey, wgpu::ShaderModule>,
     layouts: HashMap<(usize, usize), wgpu::BindGroupLayout>,
+    /// Group 1 of every kernel: the launch's first workgroup index (see
+    /// `gpu::budget`), a dynamic offset into the flush's uniform buffer.
+    split: Option<wgpu::BindGroupLayout>,
     pipelines: HashMap<(Kernel, usize, usize), Compiled>,
     /// `shaders/texture.wgsl` by output format (see `gpu::texture`).
     pub texture_writers: HashMap<wgpu::TextureFormat, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
@@ -76,7 +80,34 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+fn split_layout(cache: &mut PipelineCache, device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    cache
+        .split
+        .get_or_insert_with(|| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("first workgroup"),
+                entries: &[wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: std::num::NonZeroU64::new(16),
+                    },
+                    count: None,
+                }],
+            })
+        })
+        .clone()
+}
+
 impl Gpu {
+    /// The layout of group 1 (the first-workgroup index of a launch).
+    pub(crate) fn split_layout(&self) -> wgpu::BindGroupLayout {
+        let mut cache = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        split_layout(&mut cache, &self.inner.device)
+    }
+
     /// Returns the compiled pipeline for `kernel` with `n_in` inputs and
     /// `n_out` outputs, compiling it on first use.
     pub(crate) fn pipeline(
@@ -137,13 +168,14 @@ impl Gpu {
                 })
             })
             .clone();
+        let split = split_layout(&mut cache, device);
         let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
         let module = &cache.modules[&module_key];
         let pipeline = self
             .scoped("creating a compute pipeline", || {
                 let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: None,
-                    bind_group_layouts: &[Some(&layout)],
+                    bind_group_layouts: &[Some(&layout), Some(&split)],
                     immediate_size: 0,
                 });
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

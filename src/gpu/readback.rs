@@ -14,7 +14,7 @@ impl Gpu {
     }
 
     /// Records a copy of the first `len` bytes of `buffer` into a read-back
-    /// buffer, submits everything recorded and starts mapping it. Work
+    /// buffer and flushes (submits, unless the recorder is held). Work
     /// recorded afterwards runs on while [`finish_read`](Self::finish_read)
     /// waits for this submit only.
     pub(crate) fn start_read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<PendingBytes> {
@@ -29,38 +29,35 @@ impl Gpu {
         })?;
         self.record_copy(buffer, &staging, size);
         self.flush()?;
-        Ok(self.map_submitted(staging, len))
-    }
-
-    /// Starts mapping `staging`, written by the latest submit.
-    fn map_submitted(&self, staging: wgpu::Buffer, len: usize) -> PendingBytes {
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        PendingBytes {
-            submission: self.last_submission(),
+        Ok(PendingBytes {
             staging,
             len,
-            rx,
-        }
+            ticket: self.latest_ticket(),
+        })
     }
 
-    /// Waits for a read-back's submit and returns its bytes.
+    /// Submits a read-back's copy if it is still sealed, waits for its
+    /// submit and returns its bytes.
     pub(crate) fn finish_read(&self, pending: PendingBytes) -> Result<Vec<u8>> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: pending.submission,
-                timeout: None,
-            })
-            .map_err(|e| Error::DeviceLost {
-                message: e.to_string(),
-            })?;
-        self.check_lost()?;
+        let submission = self.submit_through(pending.ticket)?;
+        let (tx, rx) = std::sync::mpsc::channel();
         pending
-            .rx
-            .recv()
+            .staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        self.wait_for(submission)?;
+        // The mapping resolves on a poll after its submit is done; the wait
+        // above is normally that poll.
+        let mapped = match rx.try_recv() {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                self.wait_idle()?;
+                rx.recv()
+            }
+        };
+        mapped
             .map_err(|_| Error::DeviceLost {
                 message: "read-back never completed".into(),
             })?
@@ -82,18 +79,22 @@ impl Gpu {
     /// Submits the recorded work, waits for it and returns the contents of
     /// a `MAP_READ` buffer the work writes.
     pub(crate) fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
-        // Mapping must wait until the commands writing the buffer are submitted.
         self.flush()?;
-        let len = staging.size() as usize;
-        let pending = self.map_submitted(staging.clone(), len);
-        self.finish_read(pending)
+        self.finish_read(PendingBytes {
+            staging: staging.clone(),
+            len: staging.size() as usize,
+            // Written by a submit outside the sealed groups (a profiled
+            // run's): everything sealed goes first, then the latest submit
+            // is waited for.
+            ticket: u64::MAX,
+        })
     }
 }
 
-/// A read-back whose copy is submitted and whose mapping is under way.
+/// A read-back whose copy is recorded and flushed.
 pub(crate) struct PendingBytes {
     staging: wgpu::Buffer,
     len: usize,
-    submission: Option<wgpu::SubmissionIndex>,
-    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    /// The sealed group that carries the copy.
+    ticket: u64,
 }

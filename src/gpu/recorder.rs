@@ -1,13 +1,20 @@
 //! Command recording. Kernels and uploads are appended to a list in call
-//! order and submitted together in one command encoder at the next flush
-//! (a read-back, an explicit `flush`, or when the list grows long), so a
-//! forward pass costs one submit, not one per op.
+//! order and submitted at the next flush (a read-back, an explicit `flush`,
+//! or when the list grows long), so a forward pass costs a few submits, not
+//! one per op. How many: at most the submit budget's worth of estimated
+//! work each (see `gpu::budget` and `gpu::submit`); a launch larger than
+//! the budget is recorded as several launches over consecutive ranges of
+//! its workgroups, which `flat_workgroup()` in common.wgsl offsets by the
+//! range's start.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
+use super::budget::SubmitBudget;
 use super::context::Gpu;
 use super::pipelines::Kernel;
-use super::profiler::{Cost, ProfileState, Record, Tag, Timer};
+use super::profiler::{Cost, ProfileState, Tag};
+use super::submit::Sealed;
 use super::tensor::Arg;
 use crate::error::{Error, Result};
 
@@ -26,14 +33,23 @@ pub(crate) fn write_mapped(buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-enum Entry {
+pub(crate) enum Entry {
     Dispatch {
         pipeline: wgpu::ComputePipeline,
         layout: wgpu::BindGroupLayout,
         buffers: Vec<wgpu::Buffer>,
         params: Range<u64>,
+        /// Where the launch's first workgroup index (16 bytes) sits in the
+        /// same uniform buffer; offset 0 holds zero for unsplit launches.
+        split: u64,
         grid: [u32; 3],
         tag: Tag,
+        /// Estimated milliseconds (see `SubmitBudget`).
+        ms: f64,
+        /// Shapes and types of the bound tensors, inputs then outputs,
+        /// to name the launch in a validation error.
+        args: Vec<(Vec<usize>, &'static str)>,
+        inputs: usize,
     },
     /// A buffer copy (an upload's staging buffer into place, or a tensor
     /// into a read-back buffer).
@@ -44,13 +60,62 @@ enum Entry {
     },
 }
 
+impl Entry {
+    /// The launch as a person would name it: `kernel linear/main over
+    /// [77, 64] f32, [64, 64] f16 → [77, 64] f32 (12 workgroups)`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Entry::Dispatch {
+                tag,
+                args,
+                inputs,
+                grid,
+                ..
+            } => {
+                let list = |a: &[(Vec<usize>, &str)]| {
+                    a.iter()
+                        .map(|(shape, dtype)| format!("{shape:?} {dtype}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    "kernel {}/{} over {} → {} ({} workgroups)",
+                    tag.family,
+                    tag.entry,
+                    list(&args[..*inputs]),
+                    list(&args[*inputs..]),
+                    grid[0] * grid[1] * grid[2]
+                )
+            }
+            Entry::Copy { size, .. } => format!("a buffer copy of {size} bytes"),
+        }
+    }
+
+    pub(crate) fn ms(&self) -> f64 {
+        match self {
+            Entry::Dispatch { ms, .. } => *ms,
+            Entry::Copy { .. } => 0.0,
+        }
+    }
+}
+
 pub(crate) struct Recorder {
-    entries: Vec<Entry>,
-    params: Vec<u8>,
+    pub entries: Vec<Entry>,
+    pub params: Vec<u8>,
     align: u64,
     pub state: ProfileState,
-    /// The latest submit, which a read-back waits for (and no later one).
-    last_submission: Option<wgpu::SubmissionIndex>,
+    pub budget: SubmitBudget,
+    /// Flushed work not submitted yet, oldest first: one submit each.
+    pub sealed: VecDeque<Sealed>,
+    /// While set, a flush seals without submitting (see `Gpu::held`).
+    pub held: bool,
+    /// Tickets of the latest sealed and the latest submitted work.
+    pub sealed_ticket: u64,
+    pub submitted_ticket: u64,
+    /// Recent submits by ticket, so a read-back waits for its own only.
+    pub recent: VecDeque<(u64, wgpu::SubmissionIndex)>,
+    /// The latest submit.
+    pub last_submission: Option<wgpu::SubmissionIndex>,
 }
 
 /// Past this many entries a flush happens on its own, bounding the memory
@@ -61,20 +126,41 @@ const AUTO_FLUSH: usize = 4096;
 const AUTO_FLUSH_PROFILED: usize = 1024;
 
 impl Recorder {
-    pub fn new(align: u32) -> Self {
+    pub fn new(align: u32, budget: SubmitBudget) -> Self {
         Recorder {
             entries: Vec::new(),
             params: Vec::new(),
             align: align.max(16) as u64,
             state: ProfileState::default(),
+            budget,
+            sealed: VecDeque::new(),
+            held: false,
+            sealed_ticket: 0,
+            submitted_ticket: 0,
+            recent: VecDeque::new(),
             last_submission: None,
         }
+    }
+
+    /// Appends a uniform block, aligned for binding at its own offset.
+    fn push_uniform(&mut self, bytes: &[u8]) -> Range<u64> {
+        if self.params.is_empty() {
+            // The zero first-workgroup block every unsplit launch binds.
+            self.params.resize(self.align as usize, 0);
+        }
+        let start = self.params.len() as u64;
+        self.params.extend_from_slice(bytes);
+        // Uniform bindings are whole 16-byte rows; the next one starts aligned.
+        let end = start + (bytes.len() as u64).max(16).div_ceil(16) * 16;
+        let next = end.div_ceil(self.align) * self.align;
+        self.params.resize(next as usize, 0);
+        start..end
     }
 }
 
 /// How `encode` times the launches it records.
 #[derive(Clone, Copy)]
-enum Stamps<'a> {
+pub(crate) enum Stamps<'a> {
     None,
     /// Timestamps 2i and 2i+1 around launch i, inside one pass.
     InsidePass(&'a wgpu::QuerySet),
@@ -113,9 +199,8 @@ impl Gpu {
         cost: Cost,
     ) -> Result<()> {
         let max = self.inner.limits.max_compute_workgroups_per_dimension;
-        let x = workgroups.clamp(1, max);
-        let y = workgroups.div_ceil(x);
-        if y > max {
+        let workgroups = workgroups.max(1);
+        if workgroups.div_ceil(max) > max {
             return Err(Error::Limit {
                 what: format!("{} launch of {workgroups} workgroups", kernel.shader),
                 needed: workgroups as u64,
@@ -124,34 +209,50 @@ impl Gpu {
             });
         }
         let (pipeline, layout) = self.pipeline(kernel, inputs.len(), outputs.len())?;
-        let mut rec = self.recorder();
-        let start = rec.params.len() as u64;
-        rec.params.extend_from_slice(params);
-        // Uniform bindings are whole 16-byte rows; the next one starts aligned.
-        let end = start + (params.len() as u64).max(16).div_ceil(16) * 16;
-        let next = end.div_ceil(rec.align) * rec.align;
-        rec.params.resize(next as usize, 0);
-        let buffers: Vec<wgpu::Buffer> = inputs.iter().chain(outputs).map(|a| a.0.clone()).collect();
+        let buffers: Vec<wgpu::Buffer> = inputs.iter().chain(outputs).map(|a| a.buffer.clone()).collect();
+        let args: Vec<(Vec<usize>, &'static str)> = inputs
+            .iter()
+            .chain(outputs)
+            .map(|a| (a.shape.to_vec(), a.dtype.name()))
+            .collect();
         let bytes = cost
             .bytes
             .unwrap_or_else(|| buffers.iter().map(|b| b.size() as f64).sum());
-        let tag = Tag {
-            family: kernel.shader,
-            entry: kernel.entry,
-            region: rec.state.region,
-            step: rec.state.step,
-            flops: cost.flops,
-            bytes,
-        };
-        rec.state.count_dispatch();
-        rec.entries.push(Entry::Dispatch {
-            pipeline,
-            layout,
-            buffers,
-            params: start..end,
-            grid: [x, y, 1],
-            tag,
-        });
+        let mut rec = self.recorder();
+        let params = rec.push_uniform(params);
+        let ms = rec.budget.estimate_ms(cost.flops, bytes);
+        let (chunk, count) = rec.budget.chunks(workgroups, ms, max);
+        for c in 0..count {
+            let first = c * chunk;
+            let n = chunk.min(workgroups - first);
+            let share = n as f64 / workgroups as f64;
+            let split = match first {
+                0 => 0,
+                _ => rec.push_uniform(bytemuck::bytes_of(&[first, 0, 0, 0])).start,
+            };
+            let tag = Tag {
+                family: kernel.shader,
+                entry: kernel.entry,
+                region: rec.state.region,
+                step: rec.state.step,
+                flops: cost.flops * share,
+                bytes: bytes * share,
+            };
+            rec.state.count_dispatch();
+            let x = n.min(max);
+            rec.entries.push(Entry::Dispatch {
+                pipeline: pipeline.clone(),
+                layout: layout.clone(),
+                buffers: buffers.clone(),
+                params: params.clone(),
+                split,
+                grid: [x, n.div_ceil(x), 1],
+                tag,
+                ms: ms * share,
+                args: args.clone(),
+                inputs: inputs.len(),
+            });
+        }
         let limit = match rec.state.profile {
             Some(_) => AUTO_FLUSH_PROFILED,
             None => AUTO_FLUSH,
@@ -184,99 +285,9 @@ impl Gpu {
         Ok(())
     }
 
-    /// Submits one command buffer, counting it.
-    pub(crate) fn submit(&self, commands: wgpu::CommandBuffer) {
-        let mut rec = self.recorder();
-        rec.state.count_submit();
-        rec.last_submission = Some(self.inner.queue.submit([commands]));
-    }
-
-    /// Submits everything recorded so far in one command buffer (timed
-    /// launch by launch while a profile is being taken).
-    pub fn flush(&self) -> Result<()> {
-        self.check_lost()?;
-        let (entries, params, timer) = {
-            let mut rec = self.recorder();
-            let timer = rec.state.profile.as_ref().map(|p| p.timer);
-            (
-                std::mem::take(&mut rec.entries),
-                std::mem::take(&mut rec.params),
-                timer,
-            )
-        };
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let device = &self.inner.device;
-        let uniforms = self.scoped("allocating kernel parameters", || {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: params.len().max(16) as u64,
-                usage: wgpu::BufferUsages::UNIFORM,
-                mapped_at_creation: true,
-            })
-        })?;
-        write_mapped(&uniforms, &params)?;
-        let launches = entries
-            .iter()
-            .filter(|e| matches!(e, Entry::Dispatch { .. }))
-            .count();
-        // Unprofiled, or copies alone (a read-back): nothing to time.
-        let Some(timer) = timer.filter(|_| launches > 0) else {
-            self.scoped("running recorded kernels", || {
-                let mut encoder = device.create_command_encoder(&Default::default());
-                self.encode(&mut encoder, &entries, &uniforms, Stamps::None);
-                self.submit(encoder.finish());
-            })?;
-            return self.check_lost();
-        };
-        let seconds = match timer {
-            Timer::Timestamps { inside_passes } => self.timestamped(launches, |encoder, set| {
-                let stamps = match inside_passes {
-                    true => Stamps::InsidePass(set),
-                    false => Stamps::PerPass(set),
-                };
-                self.encode(encoder, &entries, &uniforms, stamps);
-            })?,
-            Timer::WallClock => self.wall_clocked(entries.len(), |encoder, i| {
-                self.encode(encoder, &entries[i..=i], &uniforms, Stamps::None)
-            })?,
-        };
-        let tags = entries.iter().filter_map(|e| match e {
-            Entry::Dispatch { tag, .. } => Some(tag),
-            Entry::Copy { .. } => None,
-        });
-        // Wall-clock timing has one figure per entry, writes included.
-        let seconds: Vec<f64> = match timer {
-            Timer::WallClock => entries
-                .iter()
-                .zip(seconds)
-                .filter(|(e, _)| matches!(e, Entry::Dispatch { .. }))
-                .map(|(_, s)| s)
-                .collect(),
-            _ => seconds,
-        };
-        let records: Vec<Record> = tags
-            .zip(seconds)
-            .map(|(t, seconds)| Record {
-                family: t.family,
-                entry: t.entry,
-                region: t.region,
-                step: t.step,
-                seconds,
-                flops: t.flops,
-                bytes: t.bytes,
-            })
-            .collect();
-        if let Some(p) = &mut self.recorder().state.profile {
-            p.records.extend(records);
-        }
-        self.check_lost()
-    }
-
     /// Encodes `entries`: consecutive launches share a compute pass unless
     /// each needs its own for timestamps.
-    fn encode(
+    pub(crate) fn encode(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         entries: &[Entry],
@@ -284,6 +295,18 @@ impl Gpu {
         stamps: Stamps,
     ) {
         let device = &self.inner.device;
+        let split_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("first workgroup"),
+            layout: &self.split_layout(),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: uniforms,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(16),
+                }),
+            }],
+        });
         let mut launch = 0u32;
         let mut i = 0;
         while i < entries.len() {
@@ -309,6 +332,7 @@ impl Gpu {
                 layout,
                 buffers,
                 params,
+                split,
                 grid,
                 ..
             }) = entries.get(i)
@@ -336,6 +360,7 @@ impl Gpu {
                 });
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &group, &[]);
+                pass.set_bind_group(1, &split_group, &[*split as u32]);
                 if let Stamps::InsidePass(set) = stamps {
                     pass.write_timestamp(set, 2 * launch);
                 }
@@ -352,22 +377,6 @@ impl Gpu {
         }
     }
 
-    /// Flushes and waits until the device is idle.
-    pub fn sync(&self) -> Result<()> {
-        self.flush()?;
-        self.wait_idle()
-    }
-
-    pub(crate) fn wait_idle(&self) -> Result<()> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::DeviceLost {
-                message: e.to_string(),
-            })?;
-        self.check_lost()
-    }
-
     /// Records a copy of `size` bytes from the start of `src` to `dst`,
     /// ordered with the kernels around it.
     pub(crate) fn record_copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, size: u64) {
@@ -376,10 +385,5 @@ impl Gpu {
             dst: dst.clone(),
             size,
         });
-    }
-
-    /// The latest submit.
-    pub(crate) fn last_submission(&self) -> Option<wgpu::SubmissionIndex> {
-        self.recorder().last_submission.clone()
     }
 }

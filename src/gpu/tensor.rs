@@ -103,8 +103,13 @@ pub struct PendingRead {
     dtype: DType,
 }
 
-/// One storage buffer bound to a kernel.
-pub struct Arg<'a>(pub(crate) &'a wgpu::Buffer);
+/// One storage buffer bound to a kernel, with the tensor's shape and type
+/// for error messages.
+pub struct Arg<'a> {
+    pub(crate) buffer: &'a wgpu::Buffer,
+    pub(crate) shape: &'a [usize],
+    pub(crate) dtype: DType,
+}
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,7 +170,11 @@ impl Tensor {
     /// The single buffer of this tensor, for binding to a kernel.
     pub fn arg(&self) -> Result<Arg<'_>> {
         match self.storage.chunks.as_slice() {
-            [c] => Ok(Arg(&c.buffer)),
+            [c] => Ok(Arg {
+                buffer: &c.buffer,
+                shape: &self.shape,
+                dtype: self.dtype,
+            }),
             _ => Err(Error::Invalid(format!(
                 "tensor {:?} is split into {} buffers; this operation needs it in one",
                 self.shape,
@@ -175,7 +184,11 @@ impl Tensor {
     }
 
     pub fn chunk_arg(&self, i: usize) -> Arg<'_> {
-        Arg(&self.storage.chunks[i].buffer)
+        Arg {
+            buffer: &self.storage.chunks[i].buffer,
+            shape: &self.shape,
+            dtype: self.dtype,
+        }
     }
 }
 
@@ -198,6 +211,7 @@ impl Gpu {
 
     fn create_buffer(&self, size: u64, mapped: bool, context: &str) -> Result<wgpu::Buffer> {
         self.check_size(context, size, self.inner.limits.max_buffer_size)?;
+        self.reserve(size, context)?;
         self.scoped(context, || {
             self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -205,6 +219,31 @@ impl Gpu {
                 usage: USAGE,
                 mapped_at_creation: mapped,
             })
+        })
+    }
+
+    /// Checks that `size` more bytes keep the engine within the user's
+    /// memory budget, dropping cached buffers first if that makes room.
+    fn reserve(&self, size: u64, context: &str) -> Result<()> {
+        let Some(budget) = self.memory_budget() else {
+            return Ok(());
+        };
+        let pool = &self.inner.pool;
+        if pool.snapshot().held() + size > budget {
+            pool.trim();
+        }
+        let held = pool.snapshot().held();
+        if held + size <= budget {
+            return Ok(());
+        }
+        Err(Error::OutOfMemory {
+            context: context.into(),
+            message: format!(
+                "{} MiB more would exceed the GPU memory budget of {} MiB ({} MiB held)",
+                size.div_ceil(1 << 20),
+                budget >> 20,
+                held.div_ceil(1 << 20)
+            ),
         })
     }
 

@@ -63,7 +63,7 @@ impl Gpu {
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
-                        resource: image.chunk_arg(0).0.as_entire_binding(),
+                        resource: image.chunk_arg(0).buffer.as_entire_binding(),
                     },
                     wgpu::BindGroupEntry {
                         binding,

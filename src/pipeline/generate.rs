@@ -126,6 +126,9 @@ pub struct TransformerInfo {
     pub max_grid: usize,
     /// SD3's `joint_attention_dim`: the text encoders pad to it (0 otherwise).
     pub joint_dim: usize,
+    /// Hidden width and blocks, for the memory estimate.
+    pub hidden: usize,
+    pub layers: usize,
 }
 
 impl TransformerInfo {
@@ -140,6 +143,8 @@ impl TransformerInfo {
                     in_channels: c.in_channels,
                     max_grid: c.pos_grid(),
                     joint_dim: c.joint_attention_dim,
+                    hidden: c.num_attention_heads * c.attention_head_dim,
+                    layers: c.num_layers,
                 }
             }
             Family::Lumina => {
@@ -150,6 +155,8 @@ impl TransformerInfo {
                     in_channels: c.in_channels,
                     max_grid: LUMINA_ROPE_GRID,
                     joint_dim: 0,
+                    hidden: c.hidden_size,
+                    layers: c.num_layers,
                 }
             }
         })
@@ -323,6 +330,7 @@ impl Pipeline {
         check: &mut impl FnMut(Event) -> Result<()>,
     ) -> Result<Job<'_>> {
         self.validate(req)?;
+        self.admit(req)?;
         self.gpu.reset_peak();
         let (cond, uncond) = self.encode(req, check)?;
         let latents = self.initial_latents(req)?;

@@ -2,6 +2,10 @@
 //! step per frame: `pipeline.start(&request)`, then `job.step()` until
 //! `job.is_done()`, optionally `job.preview()` in between, then
 //! `job.finish()` (bytes) or `job.finish_into(&texture)` (stays on the GPU).
+//! A host that must keep its frame time, or share a slow GPU, calls
+//! `job.advance(ms)` instead of `step()`: each call hands the GPU about `ms`
+//! estimated milliseconds of the step's work, so the host's own work
+//! interleaves with ours at that granularity.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -20,6 +24,17 @@ pub struct Job<'p> {
     pipeline: &'p mut Pipeline,
     transformer: Option<Box<dyn Dit>>,
     denoiser: Denoiser,
+    /// A step recorded by `advance` whose work is not all submitted yet.
+    underway: Option<StepInfo>,
+}
+
+/// What one [`Job::advance`] call did.
+#[derive(Debug, Clone)]
+pub enum Advance {
+    /// Part of a step went to the GPU; call again.
+    Working,
+    /// A step finished (its last part went out and the GPU finished it).
+    Stepped(StepInfo),
 }
 
 impl<'p> Job<'p> {
@@ -28,24 +43,66 @@ impl<'p> Job<'p> {
             pipeline,
             transformer: Some(transformer),
             denoiser,
+            underway: None,
         }
     }
 
     pub fn is_done(&self) -> bool {
-        self.denoiser.is_done()
+        self.denoiser.is_done() && self.underway.is_none()
     }
 
     pub fn steps(&self) -> usize {
         self.denoiser.steps()
     }
 
-    /// Runs the next denoising step and waits for the GPU to finish it.
+    /// Runs the next denoising step (or the rest of one that `advance`
+    /// began) and waits for the GPU to finish it.
     pub fn step(&mut self) -> Result<StepInfo> {
         let gpu = self.pipeline.gpu().clone();
-        let transformer = self.transformer.as_ref().ok_or(Error::Cancelled)?;
-        let info = self.denoiser.step(&gpu, transformer.as_ref())?;
+        let info = match self.underway.take() {
+            Some(info) => info,
+            None => {
+                let transformer = self.transformer.as_ref().ok_or(Error::Cancelled)?;
+                self.denoiser.step(&gpu, transformer.as_ref())?
+            }
+        };
         gpu.sync()?;
         Ok(info)
+    }
+
+    /// Advances the job by about `ms` estimated GPU milliseconds (at least
+    /// one submit; see [`SubmitBudget`](crate::gpu::SubmitBudget) for the
+    /// estimate): records the next step if none is underway, waits for the
+    /// previous call's work, then submits the step's work up to `ms`.
+    /// Results are bit-identical to [`step`](Self::step)'s.
+    pub fn advance(&mut self, ms: f64) -> Result<Advance> {
+        if ms.is_nan() || ms <= 0.0 {
+            return Err(Error::Invalid(format!(
+                "advance({ms}): the budget must be a positive number of milliseconds"
+            )));
+        }
+        let gpu = self.pipeline.gpu().clone();
+        if self.underway.is_none() {
+            if self.denoiser.is_done() {
+                return Err(Error::Invalid(
+                    "the job has no steps left; call finish() or finish_into()".into(),
+                ));
+            }
+            let transformer = self.transformer.as_ref().ok_or(Error::Cancelled)?;
+            let info = gpu.held(|| self.denoiser.step(&gpu, transformer.as_ref()))?;
+            self.underway = Some(info);
+        } else {
+            // One part in flight at a time: the host's frame never waits
+            // behind more than one budget of ours.
+            gpu.wait_submitted()?;
+        }
+        if gpu.submit_for(ms)? {
+            return Ok(Advance::Working);
+        }
+        gpu.wait_submitted()?;
+        Ok(Advance::Stepped(
+            self.underway.take().expect("a step is underway"),
+        ))
     }
 
     /// The current latents `[B, C, h, w]`.

@@ -149,6 +149,9 @@ pub struct Denoiser {
     /// read back one step late, so reading never stalls the GPU.
     finite: Tensor,
     finite_read: Option<PendingRead>,
+    /// The last step's region scores on their way back, with its v̂: the
+    /// next step selects its tokens from them before it starts.
+    scoring: Option<(PendingRead, Tensor)>,
     /// `(v̂ of the last step, dropped mask)` for the next RAS step's merge.
     merge_state: Option<(Tensor, Tensor)>,
     x: Tensor,
@@ -217,6 +220,7 @@ impl Denoiser {
             prepared: None,
             finite: new_flag(gpu)?,
             finite_read: None,
+            scoring: None,
             merge_state: None,
             x: req.latents.clone(),
             step: 0,
@@ -253,6 +257,7 @@ impl Denoiser {
             StepKind::Dense { .. } => "dense step",
             StepKind::Ras => "RAS step",
         });
+        self.select(gpu, i)?;
         let (x_in, step_memo) = match self.prepared.take() {
             Some(prepared) => prepared,
             None => (self.model_input(gpu)?, RunMemo::default()),
@@ -319,15 +324,11 @@ impl Denoiser {
             let region = gpu.region("RAS selection");
             // Ranking Δσ·v̂ equals ranking v̂: std and L2 scale by |Δσ|.
             let metric = region_metric(gpu, &v_hat, self.patch, self.ras.metric)?;
-            let pending = gpu.read_f32_async(&metric)?; // submits this step
+            self.scoring = Some((gpu.read_f32_async(&metric)?, v_hat)); // submits this step
             drop(region);
             // The GPU runs the next step's selection-free part while the
             // scores come back and the planner decides.
             self.prepare_next(gpu, model, i + 1)?;
-            let scores = gpu.wait_read(pending)?;
-            let _region = gpu.region("RAS selection");
-            let sel = self.planner.select(i + 1, &scores)?;
-            self.merge_state = Some((v_hat, gpu.upload_u32(&sel.dropped, &[b, n])?));
         }
         if !self.schedule.cache_live_after(i) && self.cache.take().is_some() {
             // Give the cache's memory back to the device, not just the pool.
@@ -353,6 +354,19 @@ impl Denoiser {
             Some(_) => concat_batch(gpu, &self.x, &self.x),
             None => Ok(self.x.clone()),
         }
+    }
+
+    /// Selects step `i`'s tokens from the previous step's scores, when it
+    /// left some.
+    fn select(&mut self, gpu: &Gpu, i: usize) -> Result<()> {
+        let Some((pending, v_hat)) = self.scoring.take() else {
+            return Ok(());
+        };
+        let scores = gpu.wait_read(pending)?;
+        let _region = gpu.region("RAS selection");
+        let sel = self.planner.select(i, &scores)?;
+        self.merge_state = Some((v_hat, gpu.upload_u32(&sel.dropped, &[self.batch, self.n])?));
+        Ok(())
     }
 
     /// Records and submits step `next`'s work that does not depend on its
@@ -422,6 +436,7 @@ impl Denoiser {
         self.cache = None;
         self.memo = RunMemo::default();
         self.prepared = None;
+        self.scoring = None;
         self.merge_state = None;
         SampleOutput {
             latents: self.x.clone(),
