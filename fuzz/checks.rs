@@ -62,6 +62,8 @@ pub fn configs(data: &[u8]) {
     }
     if let Ok(c) = VaeConfig::from_json(text, path) {
         let _ = c.scale_factor();
+        // The decoder unscales latents by 1 / scaling_factor.
+        assert!((1.0 / c.scaling_factor).is_finite());
     }
     let _ = ClipConfig::from_json(text, path);
     if let Ok(c) = T5Config::from_json(text, path) {

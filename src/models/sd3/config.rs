@@ -118,8 +118,7 @@ impl Sd3Config {
 
     /// Side of the stored square position table, in patches.
     pub fn pos_grid(&self) -> usize {
-        self.pos_embed_max_size
-            .unwrap_or(self.sample_size / self.patch_size)
+        self.pos_embed_max_size.unwrap_or_else(|| self.base_size())
     }
 
     /// `sample_size / patch_size`: the grid the sin-cos table is scaled to.

@@ -62,8 +62,9 @@ impl VaeConfig {
             .map(|&c| ("block_out_channels", c))
             .collect();
         check_dims(path, &named)?;
+        // The decoder multiplies by 1 / scaling_factor: a subnormal one is as bad as 0.
         if !cfg.scaling_factor.is_finite()
-            || cfg.scaling_factor == 0.0
+            || !(1.0 / cfg.scaling_factor).is_finite()
             || !cfg.shift_factor.unwrap_or(0.0).is_finite()
         {
             return Err(err(
