@@ -9,9 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ras::bench::profile::render;
 use ras::models::Family;
-use ras::pipeline::{parameters, write_png, Event, Pipeline, PipelineOptions};
+use ras::pipeline::{parameters, read_latents_init, write_png, Event, Pipeline, PipelineOptions};
 use ras::ras::StepKind;
-use ras::weights::{load_f32, Weights};
 
 use super::ras_args::RasArgs;
 
@@ -125,8 +124,7 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
         pipeline.ras_defaults(&req),
     )?;
     if let Some(path) = &args.latents_init {
-        let file = Weights::from_files(std::slice::from_ref(path))?;
-        let (values, shape) = load_f32(&file, "latents_init")?;
+        let (values, shape) = read_latents_init(path)?;
         match (args.num_images, shape.first()) {
             (Some(k), Some(&b)) if k != b => {
                 bail!(

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::sample::{sample, SampleRequest, StepInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::models::{Conditioning, Dit, DitCall, Precision};
 use crate::ras::RasConfig;
@@ -50,6 +50,30 @@ pub fn forward_files(gpu: &Gpu, model: &dyn Dit, inputs: &Path, output: &Path) -
             Values::F32(gpu.read_f32(&sample)?),
         )],
     )
+}
+
+/// Reads the `latents_init` tensor `[B, C, H, W]` of a safetensors file
+/// (`ras generate --latents-init`) as f32 values and their shape. Refuses
+/// another rank, an empty dimension and NaN or infinite values, which would
+/// only come out as a black image steps later.
+pub fn read_latents_init(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    let file = Weights::from_files(&[path.to_owned()])?;
+    let (values, shape) = load_f32(&file, "latents_init")?;
+    let bad = |message: String| {
+        Err(Error::Invalid(format!(
+            "latents_init in {}: {message}; write it as [images, channels, height, width] noise",
+            path.display()
+        )))
+    };
+    if shape.len() != 4 || shape.contains(&0) {
+        return bad(format!(
+            "has shape {shape:?}, not [B, C, H, W] with every size ≥ 1"
+        ));
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return bad(format!("value {i} is {}", values[i]));
+    }
+    Ok((values, shape))
 }
 
 /// `read(name)` when the file has tensor `name`.

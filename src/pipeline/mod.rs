@@ -15,11 +15,11 @@ mod text;
 
 pub use defaults::{defaults, ras_defaults, Defaults};
 pub use encode::{PromptEmbeds, TextEncoders};
-pub use files::{forward_files, sample_files, SampleFiles};
+pub use files::{forward_files, read_latents_init, sample_files, SampleFiles};
 pub use generate::{Event, GenerateRequest, Generation, Image, Pipeline, PipelineOptions};
 pub use job::{Advance, Job};
 pub use lumina_encode::LuminaTextEncoder;
 pub use memory::MemoryEstimate;
-pub use model_dir::{ModelDir, DEMO_MODEL};
-pub use png::{parameters, write_png};
+pub use model_dir::{ModelDir, ModelIndex, DEMO_MODEL};
+pub use png::{encode_png, parameters, read_parameters, write_png};
 pub use sample::{sample, Denoiser, SampleOutput, SampleRequest, StepInfo};

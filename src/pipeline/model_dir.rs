@@ -2,6 +2,7 @@
 //! component) of a supported family, given as a path or as a Hugging Face
 //! repo id found in the local cache.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -59,28 +60,13 @@ impl ModelDir {
 
     fn from_root(root: PathBuf, name: String) -> Result<ModelDir> {
         let index_path = root.join("model_index.json");
-        let config = |message: String| Error::Config {
+        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::Config {
             path: index_path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(&index_path).map_err(|e| {
-            config(format!(
-                "{e}; a diffusers pipeline folder has a model_index.json at its top"
-            ))
+            message: format!("{e}; a diffusers pipeline folder has a model_index.json at its top"),
         })?;
-        let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| config(e.to_string()))?;
-        let class = index["_class_name"].as_str().unwrap_or("");
-        let Some(family) = Family::of_pipeline(class) else {
-            return Err(config(format!(
-                "_class_name is '{class}'; ras runs StableDiffusion3Pipeline and LuminaPipeline folders"
-            )));
-        };
-        // A component is listed as [library, class]; [null, null] means absent.
-        let listed = |name: &str| {
-            index[name]
-                .as_array()
-                .is_some_and(|a| a.iter().all(|v| !v.is_null()))
-        };
+        let index = ModelIndex::from_json(&text, &index_path)?;
+        let family = index.family;
+        let listed = |name: &str| index.lists(name);
         for component in required(family) {
             if !listed(component) || !root.join(component).is_dir() {
                 return Err(Error::Config {
@@ -107,6 +93,45 @@ impl ModelDir {
 
     pub fn component(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+}
+
+/// What a pipeline's `model_index.json` says: the family its class runs
+/// and the components it lists.
+#[derive(Debug, Clone)]
+pub struct ModelIndex {
+    pub family: Family,
+    /// Components listed as `[library, class]`; `[null, null]` means absent.
+    listed: BTreeSet<String>,
+}
+
+impl ModelIndex {
+    /// Parses the text of a `model_index.json`; `path` names the file in
+    /// errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<ModelIndex> {
+        let config = |message: String| Error::Config {
+            path: path.display().to_string(),
+            message,
+        };
+        let index: serde_json::Value = serde_json::from_str(text).map_err(|e| config(e.to_string()))?;
+        let class = index["_class_name"].as_str().unwrap_or("");
+        let Some(family) = Family::of_pipeline(class) else {
+            return Err(config(format!(
+                "_class_name is '{class}'; ras runs StableDiffusion3Pipeline and LuminaPipeline folders"
+            )));
+        };
+        let listed = index
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.as_array().is_some_and(|a| a.iter().all(|v| !v.is_null())))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(ModelIndex { family, listed })
+    }
+
+    pub fn lists(&self, component: &str) -> bool {
+        self.listed.contains(component)
     }
 }
 

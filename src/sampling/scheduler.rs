@@ -78,6 +78,9 @@ mod tests {
     }
 }
 
+/// The timestep shifts a scheduler config may set.
+pub const SHIFT_RANGE: (f64, f64) = (1e-3, 1e3);
+
 /// The settings of a diffusers `scheduler/scheduler_config.json` that the
 /// engine honours.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +90,14 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     pub fn from_file(path: &std::path::Path) -> crate::Result<SchedulerConfig> {
+        Self::from_json(&crate::config::read_text(path)?, path)
+    }
+
+    /// Parses and checks the text of a `scheduler_config.json`; `path`
+    /// names the file in errors.
+    pub fn from_json(text: &str, path: &std::path::Path) -> crate::Result<SchedulerConfig> {
         let err = |message: String| crate::config::config_error(path, message);
-        let json: serde_json::Value = crate::config::read_json(path)?;
+        let json: serde_json::Value = crate::config::parse_json(text, path)?;
         let class = json["_class_name"].as_str().unwrap_or("");
         if class != "FlowMatchEulerDiscreteScheduler" {
             return Err(err(format!(
@@ -100,8 +109,14 @@ impl SchedulerConfig {
                 "use_dynamic_shifting (resolution-dependent shift) is not supported".into(),
             ));
         }
-        Ok(SchedulerConfig {
-            shift: json["shift"].as_f64().unwrap_or(1.0),
-        })
+        let shift = json["shift"].as_f64().unwrap_or(1.0);
+        // Outside this range the f32 noise table rounds to 0/0: NaN sigmas.
+        if !(SHIFT_RANGE.0..=SHIFT_RANGE.1).contains(&shift) {
+            return Err(err(format!(
+                "shift {shift} must be between {} and {} (SD3 uses 3.0, Lumina-Next 1.0)",
+                SHIFT_RANGE.0, SHIFT_RANGE.1
+            )));
+        }
+        Ok(SchedulerConfig { shift })
     }
 }

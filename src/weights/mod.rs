@@ -15,6 +15,9 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 
+mod index;
+use index::shard_names;
+
 struct WeightFile {
     path: PathBuf,
     mmap: Mmap,
@@ -102,14 +105,7 @@ impl Weights {
                 format!("neither {stem}.safetensors nor {stem}.safetensors.index.json found"),
             )
         })?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_error(&index, e))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| file_error(&index, "no \"weight_map\" object"))?;
-        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
-        shards.sort_unstable();
-        shards.dedup();
+        let shards = shard_names(&text, &index)?;
         Self::from_files(&shards.iter().map(|s| dir.join(s)).collect::<Vec<_>>())
     }
 
@@ -195,8 +191,11 @@ impl Weights {
             }
         };
         // Leading 1s are squeezed: diffusers stores some vectors as [1, N, D].
+        // The file's shape is validated by the safetensors reader; the
+        // requested one comes from a config and may overflow.
         let numel: usize = info.shape.iter().product();
-        if numel != shape.iter().product::<usize>() || strip_ones(&info.shape) != strip_ones(shape) {
+        let wanted = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if Some(numel) != wanted || strip_ones(&info.shape) != strip_ones(shape) {
             return Err(Error::WeightShape {
                 key,
                 file,

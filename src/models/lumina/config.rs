@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{config_error, read_json};
+use crate::config::{check_dims, config_error, parse_json, read_text, MAX_DIM};
 use crate::error::Result;
 
 /// LuminaPipeline's VAE factor, hard-coded there: latent pixels → image
@@ -98,12 +98,43 @@ impl LuminaConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<LuminaConfig> {
-        let cfg: LuminaConfig = read_json(path)?;
+        Self::from_json(&read_text(path)?, path)
+    }
+
+    /// Parses and checks the text of a `config.json`; `path` names the file
+    /// in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<LuminaConfig> {
+        let cfg: LuminaConfig = parse_json(text, path)?;
+        check_dims(
+            path,
+            &[
+                ("sample_size", cfg.sample_size),
+                ("patch_size", cfg.patch_size),
+                ("in_channels", cfg.in_channels),
+                ("hidden_size", cfg.hidden_size),
+                ("num_layers", cfg.num_layers),
+                ("num_attention_heads", cfg.num_attention_heads),
+                ("num_kv_heads", cfg.kv_heads()),
+                ("multiple_of", cfg.multiple_of),
+                ("cross_attention_dim", cfg.cross_attention_dim),
+            ],
+        )?;
         cfg.validate().map_err(|message| config_error(path, message))?;
         Ok(cfg)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(m) = self.ffn_dim_multiplier {
+            // Bounded so that ffn_dim() stays a sane width.
+            if !(m > 0.0 && m * (8 * self.hidden_size / 3) as f64 <= MAX_DIM as f64) {
+                return Err(format!(
+                    "ffn_dim_multiplier {m} must be positive and keep the feed-forward width at most {MAX_DIM}"
+                ));
+            }
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(format!("norm_eps {} must be a finite number ≥ 0", self.norm_eps));
+        }
         let (d, h, kv) = (self.hidden_size, self.num_attention_heads, self.kv_heads());
         if h == 0 || kv == 0 || !d.is_multiple_of(h) || !h.is_multiple_of(kv) {
             return Err(format!(

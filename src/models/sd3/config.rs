@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{config_error, read_json};
+use crate::config::{check_dims, config_error, parse_json, read_text};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,8 +67,31 @@ impl Sd3Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Sd3Config> {
+        Self::from_json(&read_text(path)?, path)
+    }
+
+    /// Parses and checks the text of a `config.json`; `path` names the file
+    /// in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<Sd3Config> {
         let err = |message: String| config_error(path, message);
-        let cfg: Sd3Config = read_json(path)?;
+        let cfg: Sd3Config = parse_json(text, path)?;
+        check_dims(
+            path,
+            &[
+                ("sample_size", cfg.sample_size),
+                ("patch_size", cfg.patch_size),
+                ("in_channels", cfg.in_channels),
+                ("out_channels", cfg.out_channels()),
+                ("num_layers", cfg.num_layers),
+                ("attention_head_dim", cfg.attention_head_dim),
+                ("num_attention_heads", cfg.num_attention_heads),
+                ("joint_attention_dim", cfg.joint_attention_dim),
+                ("caption_projection_dim", cfg.caption_projection_dim),
+                ("pooled_projection_dim", cfg.pooled_projection_dim),
+            ],
+        )?;
+        // After patch_size: without a table, the grid is sample_size / patch_size.
+        check_dims(path, &[("pos_embed_max_size", cfg.pos_grid())])?;
         if !cfg.dual_attention_layers.is_empty() {
             return Err(err("SD3.5 dual-attention layers are not supported yet".into()));
         }
@@ -76,7 +99,9 @@ impl Sd3Config {
             None | Some("rms_norm") => {}
             Some(other) => return Err(err(format!("qk_norm '{other}' is not supported (only rms_norm)"))),
         }
-        if cfg.caption_projection_dim != cfg.inner_dim() {
+        // Checked: each factor is at most MAX_DIM, their product may not be.
+        let inner = cfg.num_attention_heads.checked_mul(cfg.attention_head_dim);
+        if inner != Some(cfg.caption_projection_dim) {
             return Err(err("caption_projection_dim must equal heads × head dim".into()));
         }
         Ok(cfg)
@@ -93,8 +118,7 @@ impl Sd3Config {
 
     /// Side of the stored square position table, in patches.
     pub fn pos_grid(&self) -> usize {
-        self.pos_embed_max_size
-            .unwrap_or(self.sample_size / self.patch_size)
+        self.pos_embed_max_size.unwrap_or_else(|| self.base_size())
     }
 
     /// `sample_size / patch_size`: the grid the sin-cos table is scaled to.

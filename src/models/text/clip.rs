@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::read_json;
+use crate::config::{check_dims, config_error, parse_json, read_text};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::{attention_with, AttentionOptions};
@@ -28,6 +28,40 @@ pub struct ClipConfig {
     pub hidden_act: String,
     pub projection_dim: usize,
     pub layer_norm_eps: f32,
+}
+
+impl ClipConfig {
+    pub fn from_file(path: &Path) -> Result<ClipConfig> {
+        Self::from_json(&read_text(path)?, path)
+    }
+
+    /// Parses and checks the text of a `config.json`; `path` names the file
+    /// in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<ClipConfig> {
+        let config: ClipConfig = parse_json(text, path)?;
+        check_dims(
+            path,
+            &[
+                ("vocab_size", config.vocab_size),
+                ("hidden_size", config.hidden_size),
+                ("intermediate_size", config.intermediate_size),
+                ("num_hidden_layers", config.num_hidden_layers),
+                ("num_attention_heads", config.num_attention_heads),
+                ("max_position_embeddings", config.max_position_embeddings),
+                ("projection_dim", config.projection_dim),
+            ],
+        )?;
+        if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+            return Err(config_error(
+                path,
+                format!(
+                    "hidden_size {} does not split into {} attention heads",
+                    config.hidden_size, config.num_attention_heads
+                ),
+            ));
+        }
+        Ok(config)
+    }
 }
 
 struct LayerNorm {
@@ -82,7 +116,7 @@ pub struct ClipOutput {
 impl ClipTextModel {
     /// A folder with `config.json` and `model.safetensors` (or shards).
     pub fn load_dir(gpu: &Gpu, dir: &Path) -> Result<ClipTextModel> {
-        let config: ClipConfig = read_json(&dir.join("config.json"))?;
+        let config = ClipConfig::from_file(&dir.join("config.json"))?;
         Self::load(gpu, &Weights::from_dir(dir, "model")?, config)
     }
 

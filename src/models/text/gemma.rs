@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{config_error, read_json};
+use crate::config::{check_dims, config_error, parse_json, read_text};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::{attention_with, AttentionOptions};
@@ -54,6 +54,12 @@ pub struct GemmaConfig {
 impl GemmaConfig {
     /// Reads `config.json`, refusing what this encoder does not implement.
     pub fn from_file(path: &Path) -> Result<GemmaConfig> {
+        Self::from_json(&read_text(path)?, path)
+    }
+
+    /// Parses and checks the text of a `config.json`; `path` names the file
+    /// in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<GemmaConfig> {
         #[derive(Deserialize)]
         struct Extra {
             hidden_act: Option<String>,
@@ -61,8 +67,20 @@ impl GemmaConfig {
             rope_parameters: Option<RopeParameters>,
             rope_scaling: Option<serde_json::Value>,
         }
-        let mut config: GemmaConfig = read_json(path)?;
-        let extra: Extra = read_json(path)?;
+        let mut config: GemmaConfig = parse_json(text, path)?;
+        let extra: Extra = parse_json(text, path)?;
+        check_dims(
+            path,
+            &[
+                ("vocab_size", config.vocab_size),
+                ("hidden_size", config.hidden_size),
+                ("intermediate_size", config.intermediate_size),
+                ("num_hidden_layers", config.num_hidden_layers),
+                ("num_attention_heads", config.num_attention_heads),
+                ("num_key_value_heads", config.num_key_value_heads),
+                ("head_dim", config.head_dim),
+            ],
+        )?;
         // transformers maps Gemma's legacy "gelu" to the tanh form; "gelu_new" is the same function.
         let act = extra.hidden_act.unwrap_or_else(|| "gelu_pytorch_tanh".into());
         if !["gelu", "gelu_pytorch_tanh", "gelu_new"].contains(&act.as_str()) {

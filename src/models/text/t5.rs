@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{config_error, read_json};
+use crate::config::{check_dims, config_error, parse_json, read_text};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::attention::{attention_with, AttentionOptions};
@@ -28,6 +28,60 @@ pub struct T5Config {
     pub relative_attention_max_distance: usize,
     pub layer_norm_epsilon: f32,
     pub feed_forward_proj: String,
+}
+
+impl T5Config {
+    pub fn from_file(path: &Path) -> Result<T5Config> {
+        Self::from_json(&read_text(path)?, path)
+    }
+
+    /// Parses and checks the text of a `config.json`; `path` names the file
+    /// in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<T5Config> {
+        let config: T5Config = parse_json(text, path)?;
+        if config.feed_forward_proj != "gated-gelu" {
+            return Err(config_error(
+                path,
+                format!(
+                    "feed_forward_proj '{}' is not supported (gated-gelu)",
+                    config.feed_forward_proj
+                ),
+            ));
+        }
+        check_dims(
+            path,
+            &[
+                ("vocab_size", config.vocab_size),
+                ("d_model", config.d_model),
+                ("d_kv", config.d_kv),
+                ("num_heads", config.num_heads),
+                ("d_ff", config.d_ff),
+                ("num_layers", config.num_layers),
+                (
+                    "relative_attention_num_buckets",
+                    config.relative_attention_num_buckets,
+                ),
+                (
+                    "relative_attention_max_distance",
+                    config.relative_attention_max_distance,
+                ),
+            ],
+        )?;
+        // bucket() splits the buckets in halves, then quarters, and takes a
+        // log of max_distance over the exact quarter.
+        let exact = config.relative_attention_num_buckets / 4;
+        if exact == 0 || config.relative_attention_max_distance <= exact {
+            return Err(config_error(
+                path,
+                format!(
+                    "relative_attention_num_buckets {} must be at least 4 and \
+                     relative_attention_max_distance {} above a quarter of it (T5 uses 32 and 128)",
+                    config.relative_attention_num_buckets, config.relative_attention_max_distance
+                ),
+            ));
+        }
+        Ok(config)
+    }
 }
 
 struct Block {
@@ -69,17 +123,7 @@ pub fn bucket(relative: i64, buckets: usize, max_distance: usize) -> usize {
 
 impl T5Encoder {
     pub fn load_dir(gpu: &Gpu, dir: &Path) -> Result<T5Encoder> {
-        let path = dir.join("config.json");
-        let config: T5Config = read_json(&path)?;
-        if config.feed_forward_proj != "gated-gelu" {
-            return Err(config_error(
-                &path,
-                format!(
-                    "feed_forward_proj '{}' is not supported (gated-gelu)",
-                    config.feed_forward_proj
-                ),
-            ));
-        }
+        let config = T5Config::from_file(&dir.join("config.json"))?;
         Self::load(gpu, &Weights::from_dir(dir, "model")?, config)
     }
 
