@@ -47,6 +47,9 @@ pub(crate) struct GpuInner {
     pub pipelines: Mutex<PipelineCache>,
     pub pool: Arc<Pool>,
     pub recorder: Mutex<Recorder>,
+    /// Held by a flush from taking the recorded work to submitting it (see
+    /// `Gpu::flush`).
+    pub flushing: Mutex<()>,
     /// Set for good once the device is lost.
     pub lost: Arc<Mutex<Option<String>>>,
     /// An error raised outside any error scope, reported once.
@@ -150,6 +153,7 @@ impl Gpu {
             inner: Arc::new(GpuInner {
                 pool: Arc::new(Pool::new(options.poison)),
                 recorder: Mutex::new(Recorder::new(alignment)),
+                flushing: Mutex::new(()),
                 pipelines: Mutex::new(PipelineCache::default()),
                 device,
                 queue,

@@ -79,11 +79,10 @@ impl Gpu {
         Ok(view[..pending.len].to_vec())
     }
 
-    /// Submits the recorded work, waits for it and returns the contents of
-    /// a `MAP_READ` buffer the work writes.
+    /// Waits for the latest submit and returns the contents of a
+    /// `MAP_READ` buffer it writes. The caller submits that work itself (a
+    /// flush here would wait for the flush that caller is part of).
     pub(crate) fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
-        // Mapping must wait until the commands writing the buffer are submitted.
-        self.flush()?;
         let len = staging.size() as usize;
         let pending = self.map_submitted(staging.clone(), len);
         self.finish_read(pending)

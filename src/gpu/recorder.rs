@@ -194,6 +194,13 @@ impl Gpu {
     /// Submits everything recorded so far in one command buffer (timed
     /// launch by launch while a profile is being taken).
     pub fn flush(&self) -> Result<()> {
+        // Threads sharing this Gpu record into one list, so a batch taken
+        // here may hold another thread's work that its next batch depends
+        // on (an upload, a kernel writing its input), and that thread's
+        // read-back waits for the latest submit: batches must reach the
+        // queue in the order they were taken, and a flush that finds the
+        // list empty must wait for one under way.
+        let _order = self.inner.flushing.lock().unwrap_or_else(|p| p.into_inner());
         self.check_lost()?;
         let (entries, params, timer) = {
             let mut rec = self.recorder();
