@@ -278,7 +278,7 @@ impl Stop {
 #[test]
 fn cancelling_from_the_event_callback_leaves_the_pipeline_reusable() {
     let gpu = gpu();
-    let req = request(3);
+    let req = request(1);
     let want = generate(&mut pipeline(&gpu, false), &req);
     let stops = [
         Stop::Loading("text encoders"),
