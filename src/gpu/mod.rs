@@ -38,4 +38,17 @@ impl Gpu {
     pub fn trim(&self) {
         self.inner.pool.trim()
     }
+
+    /// Bytes of device memory the backend's allocator has handed out for
+    /// this device: everything [`memory`](Self::memory) counts plus what
+    /// the pool never sees (upload, read-back and kernel-parameter buffers,
+    /// wgpu's own). A freed buffer counts until wgpu reclaims it after its
+    /// last submission, so [`sync`](Self::sync) first for a settled figure.
+    /// `None` where the backend keeps no report (only Vulkan and D3D12 do).
+    pub fn allocated_bytes(&self) -> Option<u64> {
+        self.inner
+            .device
+            .generate_allocator_report()
+            .map(|r| r.total_allocated_bytes)
+    }
 }

@@ -73,18 +73,24 @@ impl Pool {
 
     pub fn give_back(&self, buffer: wgpu::Buffer) {
         let size = buffer.size();
+        // The free lists and `cached_bytes` change together under the free
+        // lock (taken first, as `take` and `trim` do): threads share the
+        // pool, and a `trim` between the two would zero the count while
+        // this buffer was still to be cached, and a later `take` of it
+        // would subtract past zero.
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut s = self.stats();
             s.live_bytes -= size;
             s.cached_bytes += size;
         }
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.entry(size).or_default().push(buffer);
     }
 
     /// Drops every cached buffer (e.g. between pipeline stages).
     pub fn trim(&self) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.clear();
         self.stats().cached_bytes = 0;
     }
 

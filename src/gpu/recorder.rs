@@ -107,8 +107,8 @@ pub(crate) struct Recorder {
     pub budget: SubmitBudget,
     /// Flushed work not submitted yet, oldest first: one submit each.
     pub sealed: VecDeque<Sealed>,
-    /// While set, a flush seals without submitting (see `Gpu::held`).
-    pub held: bool,
+    /// The thread whose flushes seal without submitting (see `Gpu::held`).
+    pub held: Option<std::thread::ThreadId>,
     /// Tickets of the latest sealed and the latest submitted work.
     pub sealed_ticket: u64,
     pub submitted_ticket: u64,
@@ -134,7 +134,7 @@ impl Recorder {
             state: ProfileState::default(),
             budget,
             sealed: VecDeque::new(),
-            held: false,
+            held: None,
             sealed_ticket: 0,
             submitted_ticket: 0,
             recent: VecDeque::new(),

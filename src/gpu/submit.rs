@@ -9,7 +9,7 @@
 
 use super::context::Gpu;
 use super::profiler::{Record, Timer};
-use super::recorder::{Entry, Stamps};
+use super::recorder::{Entry, Recorder, Stamps};
 use crate::error::{Error, Result};
 
 /// One submit's worth of flushed work.
@@ -19,6 +19,18 @@ pub(crate) struct Sealed {
     uniforms: wgpu::Buffer,
     ms: f64,
     ticket: u64,
+}
+
+impl Recorder {
+    fn push_sealed(&mut self, entries: Vec<Entry>, uniforms: &wgpu::Buffer, ms: f64) {
+        self.sealed_ticket += 1;
+        self.sealed.push_back(Sealed {
+            entries,
+            uniforms: uniforms.clone(),
+            ms,
+            ticket: self.sealed_ticket,
+        });
+    }
 }
 
 /// Submits remembered for read-backs waiting on them.
@@ -36,7 +48,7 @@ impl Gpu {
             return self.flush_profiled();
         }
         self.seal()?;
-        if !self.recorder().held {
+        if self.recorder().held != Some(std::thread::current().id()) {
             self.submit_through(u64::MAX)?;
         }
         self.check_lost()
@@ -48,13 +60,15 @@ impl Gpu {
         self.wait_idle()
     }
 
-    /// Runs `f` with the recorder held: flushes inside it seal their work
-    /// without submitting it. What it leaves sealed goes out with the next
-    /// unheld flush or with [`submit_for`](Self::submit_for).
+    /// Runs `f` with the recorder held by this thread: its flushes seal
+    /// their work without submitting it (another thread's flushes submit
+    /// as usual, everything sealed before theirs included). What `f` leaves
+    /// sealed goes out with the next unheld flush or with
+    /// [`submit_for`](Self::submit_for).
     pub(crate) fn held<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.recorder().held = true;
+        self.recorder().held = Some(std::thread::current().id());
         let value = f();
-        self.recorder().held = false;
+        self.recorder().held = None;
         value
     }
 
@@ -135,41 +149,30 @@ impl Gpu {
     /// Moves what was recorded into sealed groups of at most the submit
     /// budget each (a launch alone may be more: it is not split further).
     fn seal(&self) -> Result<()> {
-        let (entries, params, max_ms) = {
-            let mut rec = self.recorder();
-            let max_ms = rec.budget.max_ms;
-            (
-                std::mem::take(&mut rec.entries),
-                std::mem::take(&mut rec.params),
-                max_ms,
-            )
-        };
-        if entries.is_empty() {
+        // One lock from taking the entries to queueing their groups: two
+        // threads sharing this Gpu must queue in the order they recorded,
+        // since later work may depend on earlier (an upload, a recycled
+        // buffer, a read-back's copy).
+        let mut rec = self.recorder();
+        if rec.entries.is_empty() {
             return Ok(());
         }
+        let entries = std::mem::take(&mut rec.entries);
+        let params = std::mem::take(&mut rec.params);
         let uniforms = self.uniforms(&params)?;
-        let mut groups: Vec<(Vec<Entry>, f64)> = vec![(Vec::new(), 0.0)];
+        let max_ms = rec.budget.max_ms;
+        let mut group: Vec<Entry> = Vec::new();
+        let mut spent = 0.0;
         for entry in entries {
             let ms = entry.ms();
-            let (last, spent) = groups.last_mut().expect("one group at least");
-            if !last.is_empty() && *spent + ms > max_ms {
-                groups.push((Vec::new(), 0.0));
+            if !group.is_empty() && spent + ms > max_ms {
+                rec.push_sealed(std::mem::take(&mut group), &uniforms, spent);
+                spent = 0.0;
             }
-            let (last, spent) = groups.last_mut().expect("one group at least");
-            last.push(entry);
-            *spent += ms;
+            group.push(entry);
+            spent += ms;
         }
-        let mut rec = self.recorder();
-        for (entries, ms) in groups {
-            rec.sealed_ticket += 1;
-            let ticket = rec.sealed_ticket;
-            rec.sealed.push_back(Sealed {
-                entries,
-                uniforms: uniforms.clone(),
-                ms,
-                ticket,
-            });
-        }
+        rec.push_sealed(group, &uniforms, spent);
         Ok(())
     }
 

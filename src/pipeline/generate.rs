@@ -346,8 +346,13 @@ impl Pipeline {
             ras: req.ras.clone(),
             precision: req.precision,
         };
-        let denoiser = Denoiser::new(&self.gpu, transformer.as_ref(), &request)?;
-        Ok(Job::new(self, transformer, denoiser))
+        match Denoiser::new(&self.gpu, transformer.as_ref(), &request) {
+            Ok(denoiser) => Ok(Job::new(self, transformer, denoiser)),
+            Err(e) => {
+                self.put_back_transformer(transformer);
+                Err(e)
+            }
+        }
     }
 
     /// Prompt and (with guidance) negative-prompt conditioning, one row per image.
@@ -361,8 +366,23 @@ impl Pipeline {
             let joint = self.transformer_info.joint_dim;
             self.text = Some(TextStage::load(&self.gpu, &self.dir, !self.options.no_t5, joint)?);
         }
+        let encoded = self.encode_loaded(req, check);
+        // Stopped or failed too: a cancelled run must not leave the text
+        // encoders on the device beside the next stage.
+        if !self.options.keep_loaded {
+            self.text = None;
+            self.gpu.trim();
+        }
+        encoded
+    }
+
+    fn encode_loaded(
+        &self,
+        req: &GenerateRequest,
+        check: &mut impl FnMut(Event) -> Result<()>,
+    ) -> Result<(Conditioning, Option<Conditioning>)> {
         check(Event::Encoding)?;
-        let text = self.text.as_ref().expect("loaded above");
+        let text = self.text.as_ref().expect("loaded by encode");
         let region = self.gpu.region("text encoders");
         let encoded = text.encode(&self.gpu, req)?;
         drop(region);
@@ -371,10 +391,6 @@ impl Pipeline {
             .chain(uncond)
             .flat_map(|c| std::iter::once(&c.tokens).chain(&c.pooled));
         ensure_finite(&self.gpu, tensors, "the prompt embeddings (text encoders)")?;
-        if !self.options.keep_loaded {
-            self.text = None;
-            self.gpu.trim();
-        }
         Ok(encoded)
     }
 
@@ -435,11 +451,23 @@ impl Pipeline {
         &mut self,
         latents: &Tensor,
         check: &mut impl FnMut(Event) -> Result<()>,
-        mut each: impl FnMut(&Gpu, Tensor) -> Result<()>,
+        each: impl FnMut(&Gpu, Tensor) -> Result<()>,
     ) -> Result<()> {
         if self.vae.is_none() {
             check(Event::Loading("VAE"))?;
         }
+        let decoded = self.decode_loaded(latents, check, each);
+        // Stopped or failed too, as `encode` does.
+        self.release_vae();
+        decoded
+    }
+
+    fn decode_loaded(
+        &mut self,
+        latents: &Tensor,
+        check: &mut impl FnMut(Event) -> Result<()>,
+        mut each: impl FnMut(&Gpu, Tensor) -> Result<()>,
+    ) -> Result<()> {
         let gpu = self.gpu.clone();
         let vae = self.vae()?;
         let &[_, c, h, w] = latents.shape() else {
@@ -458,7 +486,6 @@ impl Pipeline {
             ensure_finite(&gpu, [&image], "the decoded image (VAE)")?;
             each(&gpu, image)?;
         }
-        self.release_vae();
         Ok(())
     }
 }
