@@ -10,7 +10,10 @@ pub enum Error {
     #[error("no usable GPU adapter found{filter}: {hint}")]
     NoAdapter { filter: AdapterFilter, hint: String },
 
-    #[error("could not create a device on adapter '{adapter}': {message}")]
+    #[error(
+        "could not create a device on adapter '{adapter}': {message}. Update the GPU driver, or \
+         pick another adapter with --adapter (`ras info` lists them)"
+    )]
     Device { adapter: String, message: String },
 
     #[error("{what} needs {needed} but this device allows at most {max}{hint}")]
@@ -21,7 +24,10 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("shader '{shader}' (entry '{entry}') failed to compile: {message}")]
+    #[error(
+        "shader '{shader}' (entry '{entry}') failed to compile: {message}. This is a bug in ras \
+         or the driver: try RAS_KERNELS=portable, and please report it with `ras info`'s output"
+    )]
     ShaderCompile {
         shader: String,
         entry: String,
@@ -60,7 +66,10 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("GPU validation error while {context}: {message}")]
+    #[error(
+        "GPU validation error while {context}: {message}. This is a bug in ras or the driver: \
+         please report it with the command line and `ras info`'s output"
+    )]
     Validation { context: String, message: String },
 
     /// The device is gone (driver reset, GPU removed, the host destroyed
@@ -95,7 +104,7 @@ pub enum Error {
     #[error("{path}: {message}")]
     Config { path: String, message: String },
 
-    #[error("tokenizer file {path}: {message}")]
+    #[error("tokenizer file {path}: {message}. Download the model folder's tokenizer again")]
     TokenizerFile { path: String, message: String },
 
     #[error("tokenizing the prompt failed: {0}")]

@@ -57,7 +57,7 @@ fn open_file(path: &Path) -> Result<WeightFile> {
     let (n, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
         file_error(
             path,
-            format!("not a valid safetensors file ({e}); is it truncated?"),
+            format!("not a valid safetensors file ({e}); is it truncated? Download it again"),
         )
     })?;
     Ok(WeightFile {
