@@ -76,6 +76,37 @@ fn generate_rejects_bad_sizes_before_work() {
     assert!(err.contains("multiples of 8"), "{err}");
 }
 
+/// `--max-gpu-memory` too small: refused before any work with the estimate
+/// and what to change; no file; exit 1. A zero `--max-submit-ms` is a
+/// usage error.
+#[test]
+fn device_budgets_are_checked_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    let out = ras()
+        .args(["--max-gpu-memory", "1MiB", "generate", "--model"])
+        .arg(fixture("model"))
+        .args(["--prompt", "x", "--width", "40", "--height", "32", "-o"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("MiB of GPU memory") && err.contains("Try a smaller size"),
+        "{err}"
+    );
+    assert!(!png.exists());
+
+    let out = ras()
+        .args(["generate", "--max-submit-ms", "0", "--prompt", "x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("positive number of milliseconds"), "{err}");
+}
+
 #[test]
 fn compare_writes_images_and_gates_on_thresholds() {
     let dir = tempfile::tempdir().unwrap();

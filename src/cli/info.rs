@@ -32,11 +32,14 @@ pub fn run(device: &super::DeviceArgs) -> Result<()> {
     let gpu = super::open(device)?;
     println!("\nselected: {} ({})", gpu.adapter_name(), gpu.backend());
     let memory = |b: Option<u64>, none: &str| b.map_or(none.to_owned(), |b| format!("{} MiB", b >> 20));
+    let submits = match gpu.submit_budget().max_ms {
+        ms if ms.is_finite() => format!("at most {ms} estimated ms each"),
+        _ => "no bound (--max-submit-ms)".into(),
+    };
     println!(
-        "device memory: {}; budget: {}; submits: at most {} estimated ms each",
+        "device memory: {}; budget: {}; submits: {submits}",
         memory(gpu.device_memory(), "not reported by this backend"),
         memory(gpu.memory_budget(), "none (--max-gpu-memory)"),
-        gpu.submit_budget().max_ms
     );
     let runnable: Vec<&str> = ras::kernels::variant::runnable(&gpu)
         .iter()

@@ -42,10 +42,10 @@ pub struct DeviceArgs {
 
     /// Most estimated GPU milliseconds one submit may carry: larger kernels
     /// are split so a shared GPU (a game, a desktop) keeps responding and
-    /// no driver watchdog (Windows TDR, ~2 s) fires. `inf` = no bound.
-    #[arg(long, global = true, env = "RAS_MAX_SUBMIT_MS", value_name = "MS",
-          default_value_t = ras::gpu::DEFAULT_MAX_SUBMIT_MS, value_parser = positive_ms)]
-    pub max_submit_ms: f64,
+    /// no driver watchdog (Windows TDR, ~2 s) fires. Default: 200 on GPUs,
+    /// no bound on software adapters; `inf` = no bound.
+    #[arg(long, global = true, env = "RAS_MAX_SUBMIT_MS", value_name = "MS", value_parser = positive_ms)]
+    pub max_submit_ms: Option<f64>,
 
     /// Budget for the GPU memory ras holds, e.g. 6GiB or 512MiB: a request
     /// estimated to need more is refused before it starts (with what to
@@ -69,7 +69,7 @@ fn positive_ms(s: &str) -> Result<f64, String> {
 pub fn open(device: &DeviceArgs) -> anyhow::Result<ras::gpu::Gpu> {
     let gpu = ras::gpu::Gpu::new(&ras::gpu::GpuOptions {
         adapter: device.adapter.clone(),
-        max_submit_ms: Some(device.max_submit_ms),
+        max_submit_ms: device.max_submit_ms,
         max_memory_bytes: device.max_gpu_memory.map(|b| b.as_u64()),
         ..Default::default()
     })?;

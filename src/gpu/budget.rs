@@ -9,8 +9,11 @@
 //! [`SubmitBudget::for_device`]). A slower GPU than assumed gets longer
 //! submits in proportion; `max_ms` leaves a wide margin for that.
 
-/// The default submit budget, in estimated milliseconds: 5–10× below a
-/// Windows driver reset even on a GPU several times slower than assumed.
+/// The default submit budget of GPUs, in estimated milliseconds: 5–10×
+/// below a Windows driver reset even on a GPU several times slower than
+/// assumed. Software rasterisers (lavapipe) have no bound by default: they
+/// drive no display and no watchdog, and there splitting costs ~5% of a
+/// step (bench/RESULTS.md).
 pub const DEFAULT_MAX_SUBMIT_MS: f64 = 200.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,8 +38,12 @@ impl SubmitBudget {
             wgpu::DeviceType::Cpu => (10.0, 5.0),
             _ => (200.0, 20.0),
         };
+        let default = match kind {
+            wgpu::DeviceType::Cpu => f64::INFINITY,
+            _ => DEFAULT_MAX_SUBMIT_MS,
+        };
         SubmitBudget {
-            max_ms: max_ms.unwrap_or(DEFAULT_MAX_SUBMIT_MS),
+            max_ms: max_ms.unwrap_or(default),
             flops_per_ms: gflops * 1e6,
             bytes_per_ms: gbytes * 1e6,
         }

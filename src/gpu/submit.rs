@@ -62,13 +62,22 @@ impl Gpu {
 
     /// Runs `f` with the recorder held by this thread: its flushes seal
     /// their work without submitting it (another thread's flushes submit
-    /// as usual, everything sealed before theirs included). What `f` leaves
+    /// as usual, everything sealed before theirs included), in groups and
+    /// launches of at most `ms` estimated milliseconds. What `f` leaves
     /// sealed goes out with the next unheld flush or with
     /// [`submit_for`](Self::submit_for).
-    pub(crate) fn held<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.recorder().held = Some(std::thread::current().id());
+    pub(crate) fn held<T>(&self, ms: f64, f: impl FnOnce() -> T) -> T {
+        let budget = {
+            let mut rec = self.recorder();
+            rec.held = Some(std::thread::current().id());
+            let budget = rec.budget;
+            rec.budget.max_ms = budget.max_ms.min(ms);
+            budget
+        };
         let value = f();
-        self.recorder().held = None;
+        let mut rec = self.recorder();
+        rec.held = None;
+        rec.budget.max_ms = budget.max_ms;
         value
     }
 

@@ -89,7 +89,7 @@ impl<'p> Job<'p> {
                 ));
             }
             let transformer = self.transformer.as_ref().ok_or(Error::Cancelled)?;
-            let info = gpu.held(|| self.denoiser.step(&gpu, transformer.as_ref()))?;
+            let info = gpu.held(ms, || self.denoiser.step(&gpu, transformer.as_ref()))?;
             self.underway = Some(info);
         } else {
             // One part in flight at a time: the host's frame never waits
