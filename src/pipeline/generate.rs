@@ -10,15 +10,15 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::finite::{check_finite, new_flag, CLEAN};
-use crate::models::lumina::LuminaConfig;
-use crate::models::sd3::Sd3Config;
 use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
-use crate::models::{load_transformer, Conditioning, Dit, Family, Precision};
+use crate::models::{load_transformer, Conditioning, Dit, Family};
 use crate::ras::RasConfig;
 use crate::sampling::{gaussian_noise, SchedulerConfig};
 
 use super::job::{Job, Output};
 use super::model_dir::ModelDir;
+use super::model_info::TransformerInfo;
+use super::request::GenerateRequest;
 use super::sample::{Denoiser, SampleRequest, StepInfo};
 use super::text::TextStage;
 
@@ -34,48 +34,6 @@ pub struct PipelineOptions {
     /// returned for the stopped run and the pipeline stays usable once the
     /// flag is cleared.
     pub cancel: Option<Arc<AtomicBool>>,
-}
-
-/// One text-to-image job: `num_images` images of one prompt.
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub width: usize,
-    pub height: usize,
-    pub steps: usize,
-    /// Classifier-free guidance scale; ≤ 1 turns guidance off.
-    pub guidance: f32,
-    pub seed: u64,
-    pub num_images: usize,
-    /// T5 tokens (diffusers' `max_sequence_length`).
-    pub max_sequence_length: usize,
-    pub ras: RasConfig,
-    /// `F16` keeps the RAS K/V cache in f16 (needs shader-f16).
-    pub precision: Precision,
-    /// `[num_images, C, H/f, W/f]` values replacing the seeded noise.
-    pub latents_init: Option<Vec<f32>>,
-}
-
-impl GenerateRequest {
-    /// SD3's defaults: 1024², 28 steps, guidance 7, seed 0, RAS at the
-    /// original's SD3 settings.
-    pub fn new(prompt: &str) -> GenerateRequest {
-        GenerateRequest {
-            prompt: prompt.to_owned(),
-            negative_prompt: String::new(),
-            width: 1024,
-            height: 1024,
-            steps: 28,
-            guidance: 7.0,
-            seed: 0,
-            num_images: 1,
-            max_sequence_length: 256,
-            ras: RasConfig::sd3_example(28),
-            precision: Precision::F32,
-            latents_init: None,
-        }
-    }
 }
 
 /// What the pipeline is doing, for progress display.
@@ -108,59 +66,6 @@ pub struct Generation {
     pub kv_cache_bytes: u64,
     /// For every RAS step: the step and each image's computed tokens.
     pub active: Vec<(usize, Vec<Vec<u32>>)>,
-}
-
-/// Sides of the RoPE table LuminaPipeline builds (tokens): the largest
-/// latent grid it can generate.
-const LUMINA_ROPE_GRID: usize = 384;
-
-/// What the pipeline needs to know of its transformer before loading it.
-#[derive(Debug, Clone)]
-pub struct TransformerInfo {
-    /// Native latent side (`sample_size`).
-    pub sample_size: usize,
-    pub patch_size: usize,
-    pub in_channels: usize,
-    /// Largest latent side in tokens (SD3's position table, the RoPE table
-    /// LuminaPipeline builds).
-    pub max_grid: usize,
-    /// SD3's `joint_attention_dim`: the text encoders pad to it (0 otherwise).
-    pub joint_dim: usize,
-    /// Hidden width and blocks, for the memory estimate.
-    pub hidden: usize,
-    pub layers: usize,
-}
-
-impl TransformerInfo {
-    fn read(dir: &ModelDir) -> Result<TransformerInfo> {
-        let path = dir.component("transformer").join("config.json");
-        Ok(match dir.family {
-            Family::Sd3 => {
-                let c = Sd3Config::from_file(&path)?;
-                TransformerInfo {
-                    sample_size: c.sample_size,
-                    patch_size: c.patch_size,
-                    in_channels: c.in_channels,
-                    max_grid: c.pos_grid(),
-                    joint_dim: c.joint_attention_dim,
-                    hidden: c.num_attention_heads * c.attention_head_dim,
-                    layers: c.num_layers,
-                }
-            }
-            Family::Lumina => {
-                let c = LuminaConfig::from_file(&path)?;
-                TransformerInfo {
-                    sample_size: c.sample_size,
-                    patch_size: c.patch_size,
-                    in_channels: c.in_channels,
-                    max_grid: LUMINA_ROPE_GRID,
-                    joint_dim: 0,
-                    hidden: c.hidden_size,
-                    layers: c.num_layers,
-                }
-            }
-        })
-    }
 }
 
 pub struct Pipeline {
@@ -245,50 +150,6 @@ impl Pipeline {
         let f = self.vae_config.scale_factor();
         let c = self.transformer_info.in_channels;
         [req.num_images, c, req.height / f, req.width / f]
-    }
-
-    /// Everything that can be checked before any work starts.
-    pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
-        let m = self.size_multiple();
-        let bad = |msg: String| Err(Error::Invalid(msg));
-        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m)
-        {
-            return bad(format!(
-                "width and height must be positive multiples of {m} (VAE factor × patch size), got {}x{}",
-                req.width, req.height
-            ));
-        }
-        let grid = self.transformer_info.max_grid * m;
-        if req.width > grid || req.height > grid {
-            return bad(format!(
-                "{}x{} exceeds the largest size this transformer's position table covers ({grid}x{grid})",
-                req.width, req.height
-            ));
-        }
-        if req.steps == 0 || req.num_images == 0 || req.max_sequence_length == 0 {
-            return bad("--steps, --num-images and --max-sequence-length must be at least 1".into());
-        }
-        if self.family() == Family::Lumina && !req.max_sequence_length.is_multiple_of(8) {
-            return bad(format!(
-                "--max-sequence-length {} must be a multiple of 8 for Lumina (Gemma's prompt is \
-                 padded to a multiple of 8 tokens, and transformers refuses a cut that is not one)",
-                req.max_sequence_length
-            ));
-        }
-        if !req.guidance.is_finite() {
-            return bad("--guidance must be a finite number".into());
-        }
-        req.ras.validate(req.steps)?;
-        if let Some(latents) = &req.latents_init {
-            let shape = self.latent_shape(req);
-            if latents.len() != shape.iter().product::<usize>() {
-                return bad(format!(
-                    "latents_init has {} values; this request needs {shape:?}",
-                    latents.len()
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Runs the whole job; `on_event` sees progress and may cancel the run

@@ -14,7 +14,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::models::{Family, Precision};
 
-use super::generate::{GenerateRequest, Pipeline};
+use super::generate::Pipeline;
+use super::request::GenerateRequest;
 
 /// Live tensors of hidden width per token row in a transformer block (the
 /// residual stream, norm output, Q, K, V, attention output, MLP hidden of

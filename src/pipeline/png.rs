@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::output::write_atomic;
 use crate::ras::RasConfig;
 
-use super::generate::{GenerateRequest, Image};
+use super::generate::Image;
+use super::request::GenerateRequest;
 
 /// The `parameters` text of image `index` of a request; `t5` is whether an
 /// SD3 model ran with T5 (`None` for models without one).

@@ -6,9 +6,9 @@ use crate::gpu::Gpu;
 use crate::models::{Conditioning, Family};
 
 use super::encode::{PromptEmbeds, TextEncoders};
-use super::generate::GenerateRequest;
 use super::lumina_encode::LuminaTextEncoder;
 use super::model_dir::ModelDir;
+use super::request::GenerateRequest;
 
 pub(crate) enum TextStage {
     Sd3 {
