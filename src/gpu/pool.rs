@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::error::{Error, Result};
+
 /// Bytes of GPU memory the engine holds, as tracked by the runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemoryStats {
@@ -92,6 +94,30 @@ impl Pool {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.clear();
         self.stats().cached_bytes = 0;
+    }
+
+    /// Checks that `size` more bytes keep the engine within `budget`,
+    /// dropping cached buffers first if that makes room.
+    pub fn reserve(&self, size: u64, budget: Option<u64>, context: &str) -> Result<()> {
+        let Some(budget) = budget else {
+            return Ok(());
+        };
+        if self.snapshot().held() + size > budget {
+            self.trim();
+        }
+        let held = self.snapshot().held();
+        if held + size <= budget {
+            return Ok(());
+        }
+        Err(Error::OutOfMemory {
+            context: context.into(),
+            message: format!(
+                "{} MiB more would exceed the GPU memory budget of {} MiB ({} MiB held)",
+                size.div_ceil(1 << 20),
+                budget >> 20,
+                held.div_ceil(1 << 20)
+            ),
+        })
     }
 
     pub fn snapshot(&self) -> MemoryStats {

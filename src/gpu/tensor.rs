@@ -211,7 +211,7 @@ impl Gpu {
 
     fn create_buffer(&self, size: u64, mapped: bool, context: &str) -> Result<wgpu::Buffer> {
         self.check_size(context, size, self.inner.limits.max_buffer_size)?;
-        self.reserve(size, context)?;
+        self.inner.pool.reserve(size, self.memory_budget(), context)?;
         self.scoped(context, || {
             self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -219,31 +219,6 @@ impl Gpu {
                 usage: USAGE,
                 mapped_at_creation: mapped,
             })
-        })
-    }
-
-    /// Checks that `size` more bytes keep the engine within the user's
-    /// memory budget, dropping cached buffers first if that makes room.
-    fn reserve(&self, size: u64, context: &str) -> Result<()> {
-        let Some(budget) = self.memory_budget() else {
-            return Ok(());
-        };
-        let pool = &self.inner.pool;
-        if pool.snapshot().held() + size > budget {
-            pool.trim();
-        }
-        let held = pool.snapshot().held();
-        if held + size <= budget {
-            return Ok(());
-        }
-        Err(Error::OutOfMemory {
-            context: context.into(),
-            message: format!(
-                "{} MiB more would exceed the GPU memory budget of {} MiB ({} MiB held)",
-                size.div_ceil(1 << 20),
-                budget >> 20,
-                held.div_ceil(1 << 20)
-            ),
         })
     }
 
