@@ -53,6 +53,18 @@ fn load(gpu: &Gpu, case: &str) -> Loaded {
     }
 }
 
+impl Loaded {
+    /// SD3's conditioning: the prompt tokens and pooled projection.
+    fn cond(&self) -> ras::models::Conditioning {
+        ras::models::Conditioning {
+            tokens: self.ctx.clone(),
+            pooled: Some(self.pooled.clone()),
+            mask: None,
+            text_weights: None,
+        }
+    }
+}
+
 /// Token `t`'s values of `[B, C, H, W]` for patch size 2, batch row `b`.
 fn token_values(v: &[f32], shape: &[usize], b: usize, t: usize) -> Vec<f32> {
     let (c, h, w) = (shape[1], shape[2], shape[3]);
@@ -303,16 +315,11 @@ fn f16_cache_stays_close_to_f32() {
 /// on a sparse call.
 #[test]
 fn prepared_step_matches_unprepared() {
-    use ras::models::{Conditioning, Dit, DitCall, Memos, RunMemo};
+    use ras::models::{Dit, DitCall, Memos, RunMemo};
     let gpu = gpu();
     for case in ["f32_nonsquare_b2", "f32_qk_norm_b2"] {
         let m = load(&gpu, case);
-        let cond = Conditioning {
-            tokens: m.ctx.clone(),
-            pooled: Some(m.pooled.clone()),
-            mask: None,
-            text_weights: None,
-        };
+        let cond = m.cond();
         let (b, h, w) = (m.x.shape()[0], m.x.shape()[2], m.x.shape()[3]);
         let n = (h / 2) * (w / 2);
         let active: Vec<Vec<u32>> = (0..b).map(|_| (0..n as u32).step_by(3).collect()).collect();
@@ -371,7 +378,7 @@ fn prepared_step_matches_unprepared() {
 /// on the tiny SD3 models (with and without qk-norm), dense and sparse.
 #[test]
 fn f16_activations_forward_within_1e_2() {
-    use ras::models::{Conditioning, Dit, DitCall, Memos, Precision};
+    use ras::models::{Dit, DitCall, Memos, Precision};
     let gpu = gpu();
     if !gpu.capabilities().shader_f16 {
         assert!(std::env::var("CI").is_err(), "CI's adapter has shader-f16");
@@ -379,12 +386,7 @@ fn f16_activations_forward_within_1e_2() {
     }
     for case in ["f32_nonsquare_b2", "f32_qk_norm_b2", "bf16_square_b1"] {
         let m = load(&gpu, case);
-        let cond = Conditioning {
-            tokens: m.ctx.clone(),
-            pooled: Some(m.pooled.clone()),
-            mask: None,
-            text_weights: None,
-        };
+        let cond = m.cond();
         let (b, h, w) = (m.x.shape()[0], m.x.shape()[2], m.x.shape()[3]);
         let n = (h / 2) * (w / 2);
         let run = |precision: Precision| {
