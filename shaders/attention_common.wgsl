@@ -61,3 +61,15 @@ fn block_of(w: u32) -> Block {
     let kv_col = (h / p.group) * D;
     return Block(b, h, qb, p.k_off + b * p.lk * p.k_stride + kv_col, p.v_off + b * p.lk * p.v_stride + kv_col);
 }
+
+// Key j's bias for batch b in log2 units: NEG past Lk, 0 without key bias.
+// −∞ (a masked key) is clamped to NEG, which stays below every real score.
+fn key_bias_log2(b: u32, j: u32) -> f32 {
+    if j >= p.lk {
+        return NEG;
+    }
+    if KEY_BIASED == 0u {
+        return 0.0;
+    }
+    return max(key_bias[b * p.lk + j] * LOG2E, NEG);
+}

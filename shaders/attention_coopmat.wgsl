@@ -57,16 +57,7 @@ fn stage_keys(lid: u32, b: u32, k_base: u32, v_base: u32, j0: u32, values: bool)
         }
     }
     for (var i = lid; i < BK; i += WG) {
-        let j = j0 + i;
-        var bj = NEG;
-        if j < p.lk {
-            bj = 0.0;
-            if KEY_BIASED != 0u {
-                // −∞ (a masked key) stays below every real score.
-                bj = max(key_bias[b * p.lk + j] * LOG2E, NEG);
-            }
-        }
-        kb[i] = bj;
+        kb[i] = key_bias_log2(b, j0 + i);
     }
 }
 

@@ -84,16 +84,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             vt[(i / D4) * (MAX_D / 4u) + c] = vv;
         }
         for (var i = lid; i < KT; i += WG) {
-            let j = j0 + i;
-            var bj = NEG;
-            if j < p.lk {
-                bj = 0.0;
-                if KEY_BIASED != 0u {
-                    // −∞ (a masked key) stays below every real score.
-                    bj = max(key_bias[b * p.lk + j] * LOG2E, NEG);
-                }
-            }
-            kb[i] = bj;
+            kb[i] = key_bias_log2(b, j0 + i);
         }
         workgroupBarrier();
 
