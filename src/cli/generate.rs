@@ -186,7 +186,10 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &GenerateArgs) -> Result<()> {
             }
             Event::Encoding => {
                 bar.set_prefix("encoding");
-                bar.set_message(format!("{} prompt(s)", if req.guidance > 1.0 { 2 } else { 1 }));
+                bar.set_message(format!(
+                    "{} prompt(s)",
+                    if ras::sampling::guided(req.guidance) { 2 } else { 1 }
+                ));
                 say("encoding the prompt".into());
             }
             Event::Denoising => stage_start = Instant::now(),

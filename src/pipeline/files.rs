@@ -123,7 +123,7 @@ pub fn sample_files(
     };
     let latents = upload("latents_init")?;
     let cond = conditioning("")?;
-    let uncond = (job.guidance > 1.0)
+    let uncond = crate::sampling::guided(job.guidance)
         .then(|| conditioning("negative_"))
         .transpose()?;
     let request = SampleRequest {

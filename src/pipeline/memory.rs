@@ -76,7 +76,12 @@ impl Pipeline {
             text.push("text_encoder_3");
         }
         let info = &self.transformer_info;
-        let rows = (req.num_images * if req.guidance > 1.0 { 2 } else { 1 }) as u64;
+        let rows = (req.num_images
+            * if crate::sampling::guided(req.guidance) {
+                2
+            } else {
+                1
+            }) as u64;
         let text_rows = match dir.family {
             // CLIP's 77 tokens beside T5's (zeros without T5).
             Family::Sd3 => 77 + req.max_sequence_length,

@@ -176,7 +176,7 @@ impl Denoiser {
                 ),
             ));
         }
-        let cfg = req.guidance > 1.0;
+        let cfg = crate::sampling::guided(req.guidance);
         let rule = model.guidance_rule();
         let cond = if cfg {
             let Some(uncond) = req.uncond else {

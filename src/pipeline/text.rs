@@ -33,7 +33,7 @@ impl TextStage {
     /// The prompt's conditioning and, with guidance, the negative prompt's;
     /// one row per image.
     pub fn encode(&self, gpu: &Gpu, req: &GenerateRequest) -> Result<(Conditioning, Option<Conditioning>)> {
-        let guided = req.guidance > 1.0;
+        let guided = crate::sampling::guided(req.guidance);
         match self {
             TextStage::Sd3 { encoders, joint_dim } => {
                 let embed = |prompt: &str| {

@@ -8,3 +8,9 @@ pub mod noise;
 
 pub use noise::gaussian_noise;
 pub use scheduler::{FlowMatchEuler, SchedulerConfig};
+
+/// Whether a guidance scale turns classifier-free guidance on (diffusers'
+/// `do_classifier_free_guidance`: scales ≤ 1 run the prompt alone).
+pub fn guided(guidance: f32) -> bool {
+    guidance > 1.0
+}
