@@ -320,11 +320,16 @@ impl Denoiser {
         check_finite(gpu, &x_next, &self.finite, check_code(i, Stage::Latents))?;
         self.x = x_next;
         drop(region);
+        // The step's work goes out here with the copy of the non-finite
+        // flag read next step, ahead of the next step's prepared part: so
+        // the next step waits for this step only, and selects its tokens
+        // while the GPU runs the prepared part.
+        self.finite_read = Some(gpu.read_u32_async(&self.finite)?);
         if self.schedule.selects_after(i) {
             let region = gpu.region("RAS selection");
             // Ranking Δσ·v̂ equals ranking v̂: std and L2 scale by |Δσ|.
             let metric = region_metric(gpu, &v_hat, self.patch, self.ras.metric)?;
-            self.scoring = Some((gpu.read_f32_async(&metric)?, v_hat)); // submits this step
+            self.scoring = Some((gpu.read_f32_async(&metric)?, v_hat));
             drop(region);
             // The GPU runs the next step's selection-free part while the
             // scores come back and the planner decides.
@@ -334,9 +339,6 @@ impl Denoiser {
             // Give the cache's memory back to the device, not just the pool.
             gpu.trim();
         }
-        // One submit per step, so a host drawing a frame per step sees it
-        // run; it carries the copy of the non-finite flag read next step.
-        self.finite_read = Some(gpu.read_u32_async(&self.finite)?);
         self.step += 1;
         Ok(StepInfo {
             step: i,
