@@ -20,10 +20,20 @@ port reads the same ones), on the 8-bit RGB image of W x H pixels:
   4. position: the centroid (mean x, mean y of pixel centres, x + 0.5, y + 0.5) of the
      core; column = min(2, floor(3 x / W)), row = min(2, floor(3 y / H)); the
      name is that grid cell's (row 0 = top, column 0 = left; "center" is (1, 1)).
+  5. shape: the six shapes' outlines (`shape_templates`: vertices for a circumscribed
+     circle of radius 1 at the origin, null for the circle itself) are each placed at the
+     centroid of all object pixels (every shape is symmetric about its centre) and scaled
+     so that its area equals the object's pixel count; a pixel (centre x + 0.5, y + 0.5)
+     is inside a template by the even-odd rule (inside a circle: distance < radius). The
+     shape is the template of the highest IoU with the object pixels, provided that IoU
+     is at least `min_shape_iou` (0.6), else none ("shape_iou" reports it either way).
+     size: the nearest of `sizes_px` (by ratio) to that template's diameter.
   Medians of an even count are the mean of the two middle values (numpy's median).
   A prompt passes when the background and the object colour are right and, where the
-  prompt names a position, the position is right too. Shape and size are not checked.
-The score is the fraction of prompts that pass.
+  prompt names a position, the position is right too. The shape is judged and scored
+  apart from that (the size is reported, not scored).
+The score is the fraction of prompts that pass; the shape score the fraction whose shape
+is right.
 
 Usage:
   python models/eval_demo.py [models/ras-demo] [--steps 20] [--guidance 5.0] [--seed 0]
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -52,6 +63,48 @@ def nearest(rgb: np.ndarray, palette: dict) -> str:
     return names[int(np.argmin(((cols - rgb[None, :]) ** 2).sum(1)))]
 
 
+def inside_template(template, cx: float, cy: float, radius: float, h: int, w: int) -> np.ndarray:
+    """Pixels [h, w] whose centres lie inside the template placed at (cx, cy), scaled by radius
+    (computed in template units, the same operations as the Rust port's)."""
+    u = ((np.arange(w, dtype=np.float64) + 0.5 - cx) / radius)[None, :]
+    v = ((np.arange(h, dtype=np.float64) + 0.5 - cy) / radius)[:, None]
+    if template is None:
+        return u * u + v * v < 1.0
+    inside = np.zeros((h, w), dtype=bool)
+    for (x0, y0), (x1, y1) in zip(template, template[1:] + template[:1]):
+        crosses = (y0 > v) != (y1 > v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x0 + (v - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (u < x_at)
+    return inside
+
+
+def template_area(template) -> float:
+    """Area of a template at radius 1 (shoelace; pi for the circle)."""
+    if template is None:
+        return math.pi
+    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(template, template[1:] + template[:1]))) / 2
+
+
+def check_shape(mask: np.ndarray, cfg: dict) -> dict:
+    """The shape (and size) of the object pixels `mask` [H, W] (rule 5 above)."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    cx, cy, area = float(xs.mean() + 0.5), float(ys.mean() + 0.5), int(mask.sum())
+    scores = {}
+    for name, template in cfg["shape_templates"].items():
+        radius = math.sqrt(area / template_area(template))
+        t = inside_template(template, cx, cy, radius, h, w)
+        scores[name] = (float((t & mask).sum() / (t | mask).sum()), radius)
+    best = max(scores, key=lambda k: scores[k][0])
+    iou, radius = scores[best]
+    sizes = {k: v for k, v in cfg["sizes_px"].items() if k in ("small", "large")}
+    size = min(sizes, key=lambda k: abs(math.log(2 * radius / sizes[k])))
+    ok = iou >= cfg["checker"]["min_shape_iou"]
+    return {"shape": best if ok else None, "shape_iou": round(iou, 4), "size": size if ok else None,
+            "shape_ious": {k: round(v[0], 3) for k, v in scores.items()}}
+
+
 def check_image(rgb, cfg: dict) -> dict:
     """Background colour, object colour and grid position of an 8-bit RGB image [H, W, 3]."""
     img = np.asarray(rgb, dtype=np.float64)[..., :3]
@@ -65,7 +118,7 @@ def check_image(rgb, cfg: dict) -> dict:
     mask = dist > chk["object_threshold"]
     result = {"background": nearest(bg_rgb, palette), "background_rgb": [round(float(v), 1) for v in bg_rgb],
               "object": None, "object_rgb": None, "position": None, "centroid": None,
-              "object_px": int(mask.sum()), "core_px": None}
+              "object_px": int(mask.sum()), "core_px": None, "shape": None, "shape_iou": None, "size": None}
     if mask.sum() < chk["min_object_px"]:
         return result
     core = mask & (dist >= np.median(dist[mask]))
@@ -76,6 +129,7 @@ def check_image(rgb, cfg: dict) -> dict:
     name = next(p["name"] for p in cfg["grid"]["positions"] if p["row"] == row and p["col"] == col)
     result.update(object=nearest(obj_rgb, palette), object_rgb=[round(float(v), 1) for v in obj_rgb],
                   position=name, centroid=[round(cx, 2), round(cy, 2)], core_px=int(core.sum()))
+    result.update(check_shape(mask, cfg))
     return result
 
 
@@ -84,7 +138,7 @@ def judge(expected: dict, found: dict) -> dict:
           "object": found["object"] == expected["colour"]}
     if expected.get("position"):
         ok["position"] = found["position"] == expected["position"]
-    return {"ok": ok, "pass": all(ok.values())}
+    return {"ok": ok, "pass": all(ok.values()), "shape_ok": found["shape"] == expected["shape"]}
 
 
 def main() -> None:
@@ -128,7 +182,7 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     size = cfg["image_size"]
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows, passed, t0 = [], 0, time.time()
+    rows, passed, shapes_ok, t0 = [], 0, 0, time.time()
     for i, p in enumerate(prompts):
         gen = torch.Generator(device="cpu").manual_seed(args.seed + i)
         image = pipe(p["prompt"], height=size, width=size, num_inference_steps=args.steps,
@@ -137,19 +191,21 @@ def main() -> None:
         found = check_image(np.asarray(image.convert("RGB")), cfg)
         verdict = judge(p, found)
         passed += verdict["pass"]
-        wrong = [k for k, v in verdict["ok"].items() if not v]
+        shapes_ok += verdict["shape_ok"]
+        wrong = [k for k, v in verdict["ok"].items() if not v] + ([] if verdict["shape_ok"] else ["shape"])
         print(f"{i:2d} {'PASS' if verdict['pass'] else 'FAIL'} {p['prompt']!r}: background {found['background']}, "
-              f"object {found['object']} at {found['position']} ({found['object_px']} px)"
-              + (f"  wrong: {', '.join(wrong)}" if wrong else ""), flush=True)
+              f"object {found['object']} {found['shape']} (IoU {found['shape_iou']}) at {found['position']} "
+              f"({found['object_px']} px)" + (f"  wrong: {', '.join(wrong)}" if wrong else ""), flush=True)
         rows.append({"index": i, "seed": args.seed + i, "prompt": p["prompt"],
                      "expected": {k: p[k] for k in ("background", "colour", "position", "shape", "size")},
                      "found": found, **verdict})
-    score = passed / max(1, len(prompts))
-    print(f"score {passed}/{len(prompts)} = {score:.1%} ({args.steps} steps, guidance {args.guidance}, "
-          f"seed {args.seed}, {time.time() - t0:.1f}s on {device})")
+    score, shape_score = passed / max(1, len(prompts)), shapes_ok / max(1, len(prompts))
+    print(f"score {passed}/{len(prompts)} = {score:.1%}, shape {shapes_ok}/{len(prompts)} = {shape_score:.1%} "
+          f"({args.steps} steps, guidance {args.guidance}, seed {args.seed}, {time.time() - t0:.1f}s on {device})")
     report = {"folder": str(args.folder), "prompts_file": str(prompts_path), "steps": args.steps,
               "guidance": args.guidance, "seed": args.seed, "device": device, "score": score,
-              "passed": passed, "total": len(prompts), "results": rows}
+              "passed": passed, "shape_score": shape_score, "shapes_right": shapes_ok, "total": len(prompts),
+              "results": rows}
     json_path = args.json or args.out_dir / "eval.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {json_path} and {len(prompts)} images in {args.out_dir}")

@@ -117,7 +117,12 @@ sys.path.insert(0, str(HERE))
 from eval_demo import check_image  # noqa: E402  (the checker, shared with the evaluator)
 
 IMAGE_SIZE = 256
-CLIP_LEN = 77
+CLIP_LEN = 77  # the text encoders' position table (SD3's CLIP context)
+# The tokenizers' model_max_length: what diffusers (and the engine) pad a prompt to. A
+# demo caption is at most 16 tokens; padding to CLIP's 77 made 78 text rows that every
+# RAS step computes next to 256 image tokens. CLIP is causal, so the text encoders'
+# first 32 rows are the same either way.
+CONTEXT_LEN = 32
 T5_LEN = 256  # the pipeline's max_sequence_length: 256 zero tokens stand in for T5
 
 # Chosen to stay apart after a VAE round trip: the closest pair (orange, yellow) is ~80
@@ -162,6 +167,7 @@ CHECKER = {
     "border_px": 4,
     "object_threshold": 48.0,
     "min_object_px": 100,
+    "min_shape_iou": 0.6,
 }
 
 # Caption forms and how often training uses each (the rest: caption dropped to "").
@@ -205,12 +211,14 @@ TEXT_ENCODER_1 = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3
                       hidden_act="quick_gelu", projection_dim=64)
 TEXT_ENCODER_2 = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
                       hidden_act="gelu", projection_dim=64)
-# Patch 4: 8x8 = 64 image tokens at 256x256 (the issue's minimum for RAS). With patch 2
-# (256 tokens) a 4 x 128 model trained for an hour on two CPU cores drew fragmented
-# objects in the wrong places (adherence 0.32); 64 tokens make a step ~2.5x cheaper and
-# the layout problem easier, and leave room for a wider model.
-TRANSFORMER = dict(sample_size=32, patch_size=4, in_channels=16, out_channels=16, num_layers=4,
-                   attention_head_dim=64, num_attention_heads=3, pos_embed_max_size=24)
+# Patch 2 (SD3's): 16x16 = 256 image tokens at 256x256, so that RAS has regions to choose
+# from (with patch 4's 64 tokens every skipped token was a 32x32-pixel square and the 78
+# text rows outweighed the image). pos_embed_max_size 48 keeps patch 4's reach (up to
+# 768x768). A from-scratch patch-2 model of this size learns layout slowly on a CPU
+# (4 x 128, an hour on two cores: adherence 0.32); --init-from starts it from a trained
+# model's text encoders and transformer blocks instead.
+TRANSFORMER = dict(sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=4,
+                   attention_head_dim=64, num_attention_heads=3, pos_embed_max_size=48)
 VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
            latent_channels=16, norm_num_groups=4, sample_size=IMAGE_SIZE, use_quant_conv=False,
@@ -324,6 +332,8 @@ def palette_json() -> dict:
             "rule": "cell (row, col) covers x in [col*W/3, (col+1)*W/3), y in [row*H/3, (row+1)*H/3)",
             "positions": [{"name": n, "phrase": p, "row": r, "col": c} for n, p, r, c in POSITIONS],
         },
+        "shape_templates": {s: None if s == "circle" else [[round(x, 6), round(y, 6)] for x, y in
+                                                         shape_polygon(s, 0.0, 0.0, 1.0)] for s in SHAPES},
         "sizes_px": {"meaning": "diameter of the circumscribed circle at 256x256", **SIZES,
                      "jitter": SIZE_JITTER},
         "center_jitter_px": CENTER_JITTER,
@@ -338,7 +348,10 @@ def palette_json() -> dict:
                     "of them = no object; core = the object pixels whose distance is >= the median of "
                     "their distances; object colour = nearest palette colour to the per-channel median "
                     "of the core; position = grid cell of the core's centroid (floor(3*x/W), floor(3*y/H), pixel "
-                    "centres at x+0.5, y+0.5); a prompt passes when every attribute it names is right.",
+                    "centres at x+0.5, y+0.5); a prompt passes when every attribute it names is right. "
+                    "shape (judged apart) = the shape_templates entry of the highest IoU with the object "
+                    "pixels, each placed at their centroid and scaled to their area, if that IoU >= "
+                    "min_shape_iou; size = the nearest sizes_px (by ratio) to its diameter.",
         },
     }
 
@@ -380,12 +393,17 @@ def check_data_files() -> dict:
         cases.append(dict(shape=s, colour=c, bg=b, pos=p or POSITIONS[rng.integers(9)][0],
                           size=z or list(SIZES)[rng.integers(2)]))
     cases += [sample_attributes(rng) for _ in range(300)]
+    shapes_ok = sizes_ok = 0
     for a in cases:
         got = check_image(render(a, rng), cfg)
         total += 1
         ok += got["background"] == a["bg"] and got["object"] == a["colour"] and got["position"] == a["pos"]
+        shapes_ok += got["shape"] == a["shape"]
+        sizes_ok += got["size"] == a["size"]
     assert ok == total, f"checker on drawn images: {ok}/{total}"
-    return {"palette_min_distance": round(dmin, 1), "checker_on_drawn_images": f"{ok}/{total}"}
+    assert shapes_ok == sizes_ok == total, f"shape checker on drawn images: {shapes_ok}/{total}, size {sizes_ok}"
+    return {"palette_min_distance": round(dmin, 1), "checker_on_drawn_images": f"{ok}/{total}",
+            "shape_checker_on_drawn_images": f"{shapes_ok}/{total}"}
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -461,7 +479,7 @@ def write_tokenizers(out: Path) -> int:
         config = {
             "add_prefix_space": False, "added_tokens_decoder": decoder, "bos_token": "<|startoftext|>",
             "clean_up_tokenization_spaces": True, "do_lower_case": True, "eos_token": "<|endoftext|>",
-            "errors": "replace", "model_max_length": CLIP_LEN, "pad_token": pad,
+            "errors": "replace", "model_max_length": CONTEXT_LEN, "pad_token": pad,
             "tokenizer_class": "CLIPTokenizer", "unk_token": "<|endoftext|>",
         }
         (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -517,6 +535,24 @@ def build_models(vocab_size: int):
     return encoders[0], encoders[1], transformer, vae, scheduler
 
 
+def init_from(folder: Path, te1, te2, transformer, log) -> dict:
+    """Copies an earlier pipeline's text encoders and its transformer weights of matching shape."""
+    from diffusers import SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
+
+    for name, model in (("text_encoder", te1), ("text_encoder_2", te2)):
+        model.load_state_dict(CLIPTextModelWithProjection.from_pretrained(folder / name).float().state_dict())
+    old = SD3Transformer2DModel.from_pretrained(folder / "transformer").float().state_dict()
+    own = transformer.state_dict()
+    taken = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(k for k in own if k not in taken)
+    transformer.load_state_dict(taken, strict=False)
+    earlier = json.loads((folder / "train_log.json").read_text()) if (folder / "train_log.json").exists() else {}
+    log(f"initialised from {folder}: text encoders and {len(taken)}/{len(own)} transformer tensors; fresh: {fresh}")
+    return {"folder": str(folder), "command": earlier.get("command"), "transformer_tensors_taken": len(taken),
+            "transformer_tensors_fresh": fresh}
+
+
 def image_tokens() -> int:
     return (TRANSFORMER["sample_size"] // TRANSFORMER["patch_size"]) ** 2
 
@@ -524,7 +560,7 @@ def image_tokens() -> int:
 def transformer_gflop() -> float:
     """Multiply-adds x 2 of one transformer forward at 64 image + 333 text tokens."""
     d = TRANSFORMER["attention_head_dim"] * TRANSFORMER["num_attention_heads"]
-    n_img, n_txt = image_tokens(), CLIP_LEN + T5_LEN
+    n_img, n_txt = image_tokens(), CONTEXT_LEN + T5_LEN
     s = n_img + n_txt
     layers = TRANSFORMER["num_layers"]
     lin = (layers - 1) * 2 * s * 12 * d * d + 2 * n_img * 12 * d * d + 2 * n_txt * 3 * d * d
@@ -612,13 +648,13 @@ def check_collapse(transformer) -> float:
     c = model.config
     x = torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=gen)
     joint = c.joint_attention_dim
-    ctx = torch.cat([torch.randn(2, CLIP_LEN, joint, generator=gen), torch.zeros(2, T5_LEN, joint)], 1)
+    ctx = torch.cat([torch.randn(2, CONTEXT_LEN, joint, generator=gen), torch.zeros(2, T5_LEN, joint)], 1)
     pool = torch.randn(2, c.pooled_projection_dim, generator=gen)
     t = torch.tensor([900.0, 250.0])
     model.set_attn_processor(JointAttnProcessor2_0())
     full = model(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pool, timestep=t).sample
     model.set_attn_processor(CollapsedT5JointAttnProcessor(T5_LEN))
-    short = model(hidden_states=x, encoder_hidden_states=ctx[:, :CLIP_LEN + 1], pooled_projections=pool,
+    short = model(hidden_states=x, encoder_hidden_states=ctx[:, :CONTEXT_LEN + 1], pooled_projections=pool,
                   timestep=t).sample
     rel = float((full - short).norm() / full.norm())
     assert rel < 1e-4, f"collapsed T5 rows differ from the full sequence: {rel}"
@@ -840,7 +876,7 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
                     prompt=prompts, prompt_2=None, prompt_3=None, device=device,
                     do_classifier_free_guidance=False, max_sequence_length=T5_LEN)
                 if args.collapse_t5:
-                    prompt_embeds = prompt_embeds[:, :CLIP_LEN + 1]  # 256 equal zero rows -> 1
+                    prompt_embeds = prompt_embeds[:, :CONTEXT_LEN + 1]  # 256 equal zero rows -> 1
                 pred = transformer(hidden_states=xt, encoder_hidden_states=prompt_embeds,
                                    pooled_projections=pooled, timestep=sigma * 1000, return_dict=False)[0]
             loss = F.mse_loss(pred.float(), target.float())
@@ -971,7 +1007,7 @@ def write_training_md(out: Path, log: dict) -> None:
         f"read right {fmt_num(dit.get('final_aux_read'), 3)} (last 100 steps); collapsed T5 rows: "
         f"{log['config']['collapsed_t5_rows']['used']}",
         f"- total wall time {fmt_time(log['total_wall_s'])}; folder {log['folder_bytes'] / 1e6:.2f} MB",
-        f"- transformer forward at {image_tokens()} image + {CLIP_LEN + T5_LEN} text tokens: "
+        f"- transformer forward at {image_tokens()} image + {CONTEXT_LEN + T5_LEN} text tokens: "
         f"{log['transformer_gflop']:.2f} GFLOP",
         "",
         "Evaluate: `python models/eval_demo.py " + str(out) + "`.",
@@ -992,6 +1028,10 @@ def main() -> None:
     ap.add_argument("--vae-steps", type=int, default=1500)
     ap.add_argument("--vae-from", type=Path, default=None,
                     help="reuse the VAE of an earlier run's output folder instead of training one")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="a trained pipeline folder (an earlier run or a checkpoint): start the text encoders "
+                         "and every transformer weight of the same shape from it (a patch-size change keeps "
+                         "the blocks and re-initialises the patch embedding and output projection)")
     ap.add_argument("--vae-batch-size", type=int, default=32)
     ap.add_argument("--vae-crop", type=int, default=64, help="VAE training crop size in pixels")
     ap.add_argument("--vae-full-frac", type=float, default=0.2,
@@ -1060,6 +1100,7 @@ def main() -> None:
     for m in (te1, te2, transformer, vae):
         m.to(device)
 
+    init_stats = init_from(args.init_from, te1, te2, transformer, log) if args.init_from else None
     if args.vae_from:
         # The VAE phase of an earlier run (e.g. on a GPU), reused as it was.
         trained = AutoencoderKL.from_pretrained(args.vae_from / "vae", torch_dtype=torch.float32)
@@ -1112,6 +1153,7 @@ def main() -> None:
         "params": sizes,
         "transformer_gflop": transformer_gflop(),
         "data_checks": data_checks,
+        "init_from": init_stats,
         "vae": vae_stats,
         "dataset": data_stats,
         "transformer": dit_stats,

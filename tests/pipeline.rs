@@ -98,6 +98,65 @@ fn prompt_embeddings_match_diffusers() {
     }
 }
 
+/// A folder whose `tokenizer/` says `model_max_length` 12 pads both
+/// prompts to 12 CLIP rows (diffusers' `tokenizer_max_length`). CLIP is
+/// causal, so those rows and the pooled embedding are diffusers' 77-row
+/// ones cut short, and the T5 zero rows follow them.
+#[test]
+fn a_shorter_clip_context_is_the_first_rows_of_diffusers_embeddings() {
+    let gpu = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("model");
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        std::fs::create_dir_all(copy.join(&rel)).unwrap();
+        for entry in std::fs::read_dir(fixture("model").join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let name = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(name);
+            } else {
+                std::fs::copy(entry.path(), copy.join(&name)).unwrap();
+            }
+        }
+    }
+    let config_path = copy.join("tokenizer/tokenizer_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["model_max_length"] = 12.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let name = "no_t5";
+    let req = request(name);
+    let text = TextEncoders::load(&gpu, &ModelDir::open(copy.to_str().unwrap()).unwrap(), false).unwrap();
+    let out = text
+        .encode(&gpu, &[req.prompt.as_str()], req.max_sequence_length, 80)
+        .unwrap();
+    let s = req.max_sequence_length;
+    assert_eq!(out.embeds.shape(), &[1, 12 + 1, 80]);
+    let embeds = gpu.read_f32(&out.expanded(&gpu).unwrap()).unwrap();
+    let (want, shape) = tensor(name, "expected.safetensors", "prompt_embeds");
+    assert_eq!(shape, [req.num_images, 77 + s, 80]);
+    let want_rows: Vec<f32> = want[..12 * 80]
+        .iter()
+        .chain(&want[77 * 80..(77 + s) * 80])
+        .copied()
+        .collect();
+    let err = rel_err(&embeds, &want_rows);
+    assert!(err < 1e-4, "rows: {err:.3e}");
+    let (want_pooled, _) = tensor(name, "expected.safetensors", "pooled_prompt_embeds");
+    let pooled = gpu.read_f32(&out.pooled).unwrap();
+    let err = rel_err(&pooled, &want_pooled[..pooled.len()]);
+    assert!(err < 1e-4, "pooled: {err:.3e}");
+
+    config["model_max_length"] = 100.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let msg = TextEncoders::load(&gpu, &ModelDir::open(copy.to_str().unwrap()).unwrap(), false)
+        .err()
+        .expect("longer than the position table")
+        .to_string();
+    assert!(msg.contains("model_max_length 100"), "{msg}");
+}
+
 #[test]
 fn images_match_diffusers_from_the_same_latents() {
     let gpu = gpu();

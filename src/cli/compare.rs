@@ -26,9 +26,11 @@ pub struct CompareArgs {
     #[arg(long, conflicts_with = "adherence")]
     pub prompts: Option<PathBuf>,
     /// The demo model's prompt-adherence check: a demo_prompts.json (prompt,
-    /// colour, background, position per entry); both images of every prompt
-    /// are judged with the model folder's demo_palette.json and the scores
-    /// (share of prompts passed) are reported.
+    /// shape, colour, background, position per entry); both images of every
+    /// prompt are judged with the model folder's demo_palette.json, and two
+    /// scores are reported: adherence (background, colour and any named
+    /// position right) and shape (the object's outline matches the asked
+    /// shape).
     #[arg(long)]
     pub adherence: Option<PathBuf>,
     #[arg(long = "negative-prompt", default_value = "")]
@@ -142,15 +144,23 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
         write_outputs(&dir, &pipeline, &req, &c, t5)?;
         let pass = args.min_ssim.is_none_or(|m| c.ssim >= m) && args.min_psnr.is_none_or(|m| c.psnr >= m);
         ok &= pass;
-        let judged = match (&palette, &expected) {
+        let (judged, shaped) = match (&palette, &expected) {
             (Some(p), Some(e)) => {
-                let judge = |g: &ras::pipeline::Generation| p.check(&g.images[0]).passes(&e[i]);
-                json!({"dense": judge(&c.dense.generation), "ras": judge(&c.ras.generation)})
+                let (dense, ras) = (
+                    p.check(&c.dense.generation.images[0]),
+                    p.check(&c.ras.generation.images[0]),
+                );
+                (
+                    json!({"dense": dense.passes(&e[i]), "ras": ras.passes(&e[i])}),
+                    json!({"dense": dense.shape_right(&e[i]), "ras": ras.shape_right(&e[i]),
+                           "dense_found": dense.shape, "ras_found": ras.shape}),
+                )
             }
-            _ => json!(null),
+            _ => (json!(null), json!(null)),
         };
         rows.push(json!({
             "adherent": judged,
+            "shape_right": shaped,
             "prompt": prompt,
             "seed": req.seed,
             "psnr_db": finite(c.psnr),
@@ -191,10 +201,11 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
         "lowest_psnr_db": finite(min("psnr_db")),
         "mean_speedup": mean("speedup"),
         "adherence": expected.as_ref().map(|_| {
-            let share = |k: &str| {
-                rows.iter().filter(|r| r["adherent"][k] == json!(true)).count() as f64 / rows.len() as f64
+            let share = |what: &str, k: &str| {
+                rows.iter().filter(|r| r[what][k] == json!(true)).count() as f64 / rows.len() as f64
             };
-            json!({"dense": share("dense"), "ras": share("ras")})
+            json!({"dense": share("adherent", "dense"), "ras": share("adherent", "ras"),
+                   "shape_dense": share("shape_right", "dense"), "shape_ras": share("shape_right", "ras")})
         }),
         "pass": ok,
         "prompts": rows,
@@ -224,10 +235,13 @@ pub fn run(gpu: &ras::gpu::Gpu, args: &CompareArgs) -> Result<bool> {
             );
         }
         if let Some(a) = summary["adherence"].as_object() {
+            let pct = |k: &str| a[k].as_f64().unwrap_or(0.0) * 100.0;
             println!(
-                "prompt adherence: dense {:.1}%, RAS {:.1}%",
-                a["dense"].as_f64().unwrap_or(0.0) * 100.0,
-                a["ras"].as_f64().unwrap_or(0.0) * 100.0
+                "prompt adherence (colour, position, background): dense {:.1}%, RAS {:.1}%; shape: dense {:.1}%, RAS {:.1}%",
+                pct("dense"),
+                pct("ras"),
+                pct("shape_dense"),
+                pct("shape_ras")
             );
         }
         println!(

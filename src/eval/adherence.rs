@@ -10,11 +10,18 @@
 //!     the background (a blurry edge or faint artefacts would otherwise
 //!     decide the colour of a small object and pull its centroid);
 //!  4. object colour: nearest palette colour to the core's per-channel median;
-//!  5. position: the core's centroid's cell of the 3 × 3 grid.
+//!  5. position: the core's centroid's cell of the 3 × 3 grid;
+//!  6. shape: each of the palette's `shape_templates` (unit outlines, none
+//!     for the circle), placed at the centroid of all object pixels and
+//!     scaled to their area; the one of the highest IoU with the object
+//!     pixels, if that is at least `min_shape_iou`. Size: the nearest of
+//!     `sizes_px` (by ratio) to that template's diameter.
 //!
 //! A prompt passes when background and object colour (and the position,
-//! where the prompt names one) are right; shape and size are not judged.
+//! where the prompt names one) are right; the shape is judged apart
+//! ([`Found::shape_right`]) and the size only reported.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -28,6 +35,7 @@ pub struct Checker {
     pub border_px: usize,
     pub object_threshold: f64,
     pub min_object_px: usize,
+    pub min_shape_iou: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,12 +50,24 @@ pub struct Grid {
     pub positions: Vec<Cell>,
 }
 
+/// Diameters of the two sizes, in pixels at 256 × 256.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sizes {
+    pub small: f64,
+    pub large: f64,
+}
+
 /// `demo_palette.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Palette {
-    pub palette: std::collections::BTreeMap<String, [f64; 3]>,
+    pub palette: BTreeMap<String, [f64; 3]>,
     pub checker: Checker,
     pub grid: Grid,
+    /// In the order the checker tries them (the first of equal IoUs wins).
+    pub shapes: Vec<String>,
+    /// Outline vertices at circumradius 1 around the origin; `None` is a circle.
+    pub shape_templates: BTreeMap<String, Option<Vec<[f64; 2]>>>,
+    pub sizes_px: Sizes,
 }
 
 /// One entry of `demo_prompts.json`.
@@ -57,6 +77,8 @@ pub struct Expected {
     pub colour: String,
     pub background: String,
     pub position: Option<String>,
+    pub shape: String,
+    pub size: Option<String>,
 }
 
 /// What the checker saw in an image.
@@ -66,6 +88,10 @@ pub struct Found {
     pub object: Option<String>,
     pub position: Option<String>,
     pub object_px: usize,
+    pub shape: Option<String>,
+    /// IoU of the best template, whether or not it reached `min_shape_iou`.
+    pub shape_iou: f64,
+    pub size: Option<String>,
 }
 
 impl Found {
@@ -75,6 +101,10 @@ impl Found {
             && e.position
                 .as_ref()
                 .is_none_or(|p| self.position.as_ref() == Some(p))
+    }
+
+    pub fn shape_right(&self, e: &Expected) -> bool {
+        self.shape.as_deref() == Some(e.shape.as_str())
     }
 }
 
@@ -116,6 +146,9 @@ impl Palette {
             object: None,
             position: None,
             object_px: object.len(),
+            shape: None,
+            shape_iou: 0.0,
+            size: None,
         };
         if object.len() < self.checker.min_object_px {
             return found;
@@ -141,8 +174,80 @@ impl Palette {
             .iter()
             .find(|c| c.row == row && c.col == col)
             .map(|c| c.name.clone());
+        let mask: Vec<usize> = object.iter().map(|&(i, _)| i).collect();
+        (found.shape, found.shape_iou, found.size) = self.shape_of(&mask, w, h);
         found
     }
+
+    /// Shape, its IoU and size of the object pixels `mask` (rule 6).
+    fn shape_of(&self, mask: &[usize], w: usize, h: usize) -> (Option<String>, f64, Option<String>) {
+        let n = mask.len() as f64;
+        let cx = mask.iter().map(|&i| (i % w) as f64 + 0.5).sum::<f64>() / n;
+        let cy = mask.iter().map(|&i| (i / w) as f64 + 0.5).sum::<f64>() / n;
+        let mut in_mask = vec![false; w * h];
+        mask.iter().for_each(|&i| in_mask[i] = true);
+        let mut best: Option<(&str, f64, f64)> = None;
+        for name in &self.shapes {
+            let Some(template) = self.shape_templates.get(name) else {
+                continue;
+            };
+            let template = template.as_deref();
+            let radius = (n / template_area(template)).sqrt();
+            let inside = |i: usize| {
+                let (x, y) = ((i % w) as f64 + 0.5, (i / w) as f64 + 0.5);
+                inside_template(template, (x - cx) / radius, (y - cy) / radius)
+            };
+            let both = mask.iter().filter(|&&i| inside(i)).count() as f64;
+            let template_px = (0..w * h).filter(|&i| inside(i)).count() as f64;
+            let iou = both / (n + template_px - both);
+            if best.is_none_or(|b| iou > b.1) {
+                best = Some((name, iou, radius));
+            }
+        }
+        let Some((name, iou, radius)) = best else {
+            return (None, 0.0, None);
+        };
+        if iou < self.checker.min_shape_iou {
+            return (None, iou, None);
+        }
+        let s = &self.sizes_px;
+        let off = |d: f64| (2.0 * radius / d).ln().abs();
+        let size = if off(s.small) <= off(s.large) {
+            "small"
+        } else {
+            "large"
+        };
+        (Some(name.to_owned()), iou, Some(size.to_owned()))
+    }
+}
+
+/// Area of a template at circumradius 1 (shoelace; π for the circle).
+fn template_area(template: Option<&[[f64; 2]]>) -> f64 {
+    let Some(t) = template else {
+        return std::f64::consts::PI;
+    };
+    let twice: f64 = (0..t.len())
+        .map(|k| {
+            let ([x0, y0], [x1, y1]) = (t[k], t[(k + 1) % t.len()]);
+            x0 * y1 - x1 * y0
+        })
+        .sum();
+    twice.abs() / 2.0
+}
+
+/// Whether (x, y), in template units, lies inside (even-odd rule).
+fn inside_template(template: Option<&[[f64; 2]]>, x: f64, y: f64) -> bool {
+    let Some(t) = template else {
+        return x * x + y * y < 1.0;
+    };
+    let mut inside = false;
+    for k in 0..t.len() {
+        let ([x0, y0], [x1, y1]) = (t[k], t[(k + 1) % t.len()]);
+        if (y0 > y) != (y1 > y) && x < x0 + (y - y0) * (x1 - x0) / (y1 - y0) {
+            inside = !inside;
+        }
+    }
+    inside
 }
 
 pub fn read_expected(path: &Path) -> Result<Vec<Expected>> {
@@ -173,7 +278,13 @@ mod tests {
     fn palette() -> Palette {
         serde_json::from_str(
             r#"{"palette": {"red": [220, 30, 30], "blue": [30, 60, 220], "white": [245, 245, 245]},
-                "checker": {"border_px": 4, "object_threshold": 48, "min_object_px": 100},
+                "checker": {"border_px": 4, "object_threshold": 48, "min_object_px": 100,
+                            "min_shape_iou": 0.6},
+                "shapes": ["circle", "square", "triangle"],
+                "shape_templates": {"circle": null,
+                  "square": [[0.7071, -0.7071], [0.7071, 0.7071], [-0.7071, 0.7071], [-0.7071, -0.7071]],
+                  "triangle": [[0, -1], [0.866, 0.5], [-0.866, 0.5]]},
+                "sizes_px": {"meaning": "diameter", "small": 48, "large": 96, "jitter": 0.08},
                 "grid": {"positions": [
                   {"name": "top left", "row": 0, "col": 0}, {"name": "top", "row": 0, "col": 1},
                   {"name": "top right", "row": 0, "col": 2}, {"name": "left", "row": 1, "col": 0},
@@ -218,7 +329,10 @@ mod tests {
             colour: "red".into(),
             background: "blue".into(),
             position: Some("bottom left".into()),
+            shape: "square".into(),
+            size: None,
         };
+        assert!(f.shape_right(&e), "{f:?}");
         assert!(f.passes(&e));
         assert!(!p.check(&drawn(40, 2)).passes(&e), "top right is not bottom left");
         assert!(p.check(&drawn(40, 2)).passes(&Expected { position: None, ..e }));
@@ -242,6 +356,59 @@ mod tests {
         assert_eq!(f.object_px, 256 + 200);
         assert_eq!(f.object.as_deref(), Some("red"));
         assert_eq!(f.position.as_deref(), Some("bottom left"));
+    }
+
+    /// A white picture with `inside(x, y)` (pixel centres) painted red.
+    fn painted(inside: impl Fn(f64, f64) -> bool) -> Image {
+        let (w, h) = (120, 100);
+        let rgb = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = ((i % w) as f64 + 0.5, (i / w) as f64 + 0.5);
+                if inside(x, y) {
+                    [220u8, 40, 40]
+                } else {
+                    [245, 245, 245]
+                }
+            })
+            .collect();
+        Image {
+            width: w,
+            height: h,
+            rgb,
+        }
+    }
+
+    /// Shapes painted by their own geometry (not the templates) are told
+    /// apart, with their sizes; a ring (no template) is no shape.
+    #[test]
+    fn tells_shapes_and_sizes_apart() {
+        let p = palette();
+        let disc = painted(|x, y| (x - 60.0).powi(2) + (y - 50.0).powi(2) < 45.0f64.powi(2));
+        let square = painted(|x, y| (x - 40.0).abs() < 17.0 && (y - 40.0).abs() < 17.0);
+        // Apex up at (70, 20), base at y = 62.
+        let triangle = painted(|x, y| y < 62.0 && (x - 70.0).abs() < (y - 20.0) * 0.577);
+        let ring = painted(|x, y| {
+            let d = ((x - 60.0).powi(2) + (y - 50.0).powi(2)).sqrt();
+            (30.0..45.0).contains(&d)
+        });
+        let seen = |i: &Image| {
+            let f = p.check(i);
+            (f.shape, f.size, f.shape_iou)
+        };
+        let (shape, size, iou) = seen(&disc);
+        assert_eq!(
+            (shape.as_deref(), size.as_deref()),
+            (Some("circle"), Some("large"))
+        );
+        assert!(iou > 0.98, "{iou}");
+        let (shape, size, _) = seen(&square);
+        assert_eq!(
+            (shape.as_deref(), size.as_deref()),
+            (Some("square"), Some("small"))
+        );
+        assert_eq!(seen(&triangle).0.as_deref(), Some("triangle"));
+        let (shape, _, iou) = seen(&ring);
+        assert_eq!(shape, None, "a ring is none of the shapes (IoU {iou})");
     }
 
     #[test]

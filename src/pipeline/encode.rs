@@ -14,9 +14,10 @@ use crate::text::{ClipTokenizer, T5Tokenizer, CLIP_MAX_LEN};
 
 use super::model_dir::ModelDir;
 
-/// `[B, 77 + max_sequence_length, joint_dim]` and `[B, pooled_dim]`; without
-/// T5 the identical zero rows are kept once, as `[B, 77 + 1, joint_dim]`
-/// with `text_weights` saying how many rows each stands for.
+/// `[B, C + max_sequence_length, joint_dim]` and `[B, pooled_dim]`, C the
+/// CLIP context (77 in SD3); without T5 the identical zero rows are kept
+/// once, as `[B, C + 1, joint_dim]` with `text_weights` saying how many rows
+/// each stands for.
 pub struct PromptEmbeds {
     pub embeds: Tensor,
     pub pooled: Tensor,
@@ -59,6 +60,9 @@ impl PromptEmbeds {
 
 /// The three tokenizers and text encoders of an SD3 folder.
 pub struct TextEncoders {
+    /// The CLIP context both prompts are padded to: `tokenizer/`'s
+    /// `model_max_length`, as diffusers' `tokenizer_max_length`.
+    clip_len: usize,
     clip_l: (ClipTokenizer, ClipTextModel),
     clip_g: (ClipTokenizer, ClipTextModel),
     t5: Option<(T5Tokenizer, T5Encoder)>,
@@ -67,11 +71,19 @@ pub struct TextEncoders {
 impl TextEncoders {
     /// Loads the CLIPs, and T5 when the folder has it and `use_t5` is set.
     pub fn load(gpu: &Gpu, dir: &ModelDir, use_t5: bool) -> Result<TextEncoders> {
+        let clip_len = clip_context_len(&dir.component("tokenizer"))?;
         let clip = |tok: &str, enc: &str| -> Result<_> {
-            Ok((
-                clip_tokenizer(&dir.component(tok))?,
-                ClipTextModel::load_dir(gpu, &dir.component(enc))?,
-            ))
+            let model = ClipTextModel::load_dir(gpu, &dir.component(enc))?;
+            if clip_len > model.config.max_position_embeddings {
+                return Err(config_error(
+                    &dir.component("tokenizer").join("tokenizer_config.json"),
+                    format!(
+                        "model_max_length {clip_len} exceeds {enc}'s {} positions; set it to at most that",
+                        model.config.max_position_embeddings
+                    ),
+                ));
+            }
+            Ok((clip_tokenizer(&dir.component(tok))?, model))
         };
         let t5 = if use_t5 && dir.has_t5 {
             Some((
@@ -82,6 +94,7 @@ impl TextEncoders {
             None
         };
         Ok(TextEncoders {
+            clip_len,
             clip_l: clip("tokenizer", "text_encoder")?,
             clip_g: clip("tokenizer_2", "text_encoder_2")?,
             t5,
@@ -101,11 +114,11 @@ impl TextEncoders {
         max_sequence_length: usize,
         joint_dim: usize,
     ) -> Result<PromptEmbeds> {
-        let (b, s) = (prompts.len(), max_sequence_length);
+        let (b, s, c) = (prompts.len(), max_sequence_length, self.clip_len);
         let run_clip = |(tok, model): &(ClipTokenizer, ClipTextModel)| -> Result<_> {
             let ids = prompts
                 .iter()
-                .map(|p| tok.encode(p, CLIP_MAX_LEN))
+                .map(|p| tok.encode(p, c))
                 .collect::<Result<Vec<_>>>()?;
             let out = model.forward(gpu, &ids)?;
             Ok((
@@ -140,16 +153,16 @@ impl TextEncoders {
         };
         // Without T5 its s zero rows are one row standing for s.
         let t5_rows = if self.t5.is_some() { s } else { 1 };
-        let len = CLIP_MAX_LEN + t5_rows;
+        let len = c + t5_rows;
         let mut embeds = vec![0.0f32; b * len * joint_dim];
         let mut pooled = Vec::with_capacity(b * (pl + pg));
         for r in 0..b {
-            for t in 0..CLIP_MAX_LEN {
+            for t in 0..c {
                 let row = &mut embeds[(r * len + t) * joint_dim..][..joint_dim];
-                row[..dl].copy_from_slice(&l_states[(r * CLIP_MAX_LEN + t) * dl..][..dl]);
-                row[dl..dl + dg].copy_from_slice(&g_states[(r * CLIP_MAX_LEN + t) * dg..][..dg]);
+                row[..dl].copy_from_slice(&l_states[(r * c + t) * dl..][..dl]);
+                row[dl..dl + dg].copy_from_slice(&g_states[(r * c + t) * dg..][..dg]);
             }
-            embeds[(r * len + CLIP_MAX_LEN) * joint_dim..][..t5_rows * joint_dim]
+            embeds[(r * len + c) * joint_dim..][..t5_rows * joint_dim]
                 .copy_from_slice(&t5_states[r * t5_rows * joint_dim..][..t5_rows * joint_dim]);
             pooled.extend_from_slice(&l_pooled[r * pl..][..pl]);
             pooled.extend_from_slice(&g_pooled[r * pg..][..pg]);
@@ -158,11 +171,31 @@ impl TextEncoders {
             embeds: gpu.upload_f32(&embeds, &[b, len, joint_dim])?,
             pooled: gpu.upload_f32(&pooled, &[b, pl + pg])?,
             text_weights: self.t5.is_none().then(|| {
-                let mut w = vec![1.0; CLIP_MAX_LEN];
+                let mut w = vec![1.0; c];
                 w.push(s as f32);
                 w
             }),
         })
+    }
+}
+
+/// `model_max_length` of a CLIP tokenizer folder's `tokenizer_config.json`
+/// (77 when it has none, as in CLIP).
+pub fn clip_context_len(dir: &Path) -> Result<usize> {
+    let config_path = dir.join("tokenizer_config.json");
+    let config: serde_json::Value = read_json(&config_path)?;
+    match &config["model_max_length"] {
+        serde_json::Value::Null => Ok(CLIP_MAX_LEN),
+        v => v
+            .as_u64()
+            .filter(|n| (2..=4096).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                config_error(
+                    &config_path,
+                    format!("model_max_length {v} is not a CLIP context length; CLIP's is 77"),
+                )
+            }),
     }
 }
 

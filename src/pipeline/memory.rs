@@ -83,8 +83,8 @@ impl Pipeline {
                 1
             }) as u64;
         let text_rows = match dir.family {
-            // CLIP's 77 tokens beside T5's (zeros without T5).
-            Family::Sd3 => 77 + req.max_sequence_length,
+            // CLIP's context (77 at most) beside T5's (zeros without T5).
+            Family::Sd3 => crate::text::CLIP_MAX_LEN + req.max_sequence_length,
             Family::Lumina => req.max_sequence_length,
         } as u64;
         let tokens = self.image_tokens(req) as u64 + text_rows;

@@ -21,7 +21,8 @@ use tokenizers::{
 
 use crate::error::{Error, Result};
 
-/// CLIP's context: BOS + at most 75 prompt tokens + EOS, then padding.
+/// CLIP's context: BOS + at most 75 prompt tokens + EOS, then padding. A
+/// folder's `tokenizer_config.json` may set a shorter `model_max_length`.
 pub const CLIP_MAX_LEN: usize = 77;
 /// SD3's T5 sequence length (`max_sequence_length` of the pipeline).
 pub const T5_MAX_LEN: usize = 256;
