@@ -33,11 +33,13 @@ The model (loads with `StableDiffusion3Pipeline.from_pretrained(out)`):
                             64, gelu, projection 64 (OpenCLIP bigG's role)
   text_encoder_3, tokenizer_3  [null, null] in model_index.json: diffusers then feeds
                             zeros [B, 256, joint_attention_dim] for T5 (so does the engine)
-  transformer/              SD3Transformer2DModel: 32x32 latents, patch 4 (64 image
-                            tokens, 8x8), 4 layers, 3 heads of 64 (hidden 192),
+  transformer/              SD3Transformer2DModel: 32x32 latents, patch 2 (256 image
+                            tokens, 16x16), 4 layers, 3 heads of 64 (hidden 192),
                             joint_attention_dim 192 (= 64 + 128), pooled 128 (= 64 + 64),
-                            pos_embed_max_size 24, no qk-norm, no dual attention.
-                            ~1.7 GFLOP per forward at 64 image + 333 text tokens.
+                            pos_embed_max_size 48, no qk-norm, no dual attention.
+                            ~2.7 GFLOP per forward at 256 image + 288 text tokens.
+  tokenizer_config.json     model_max_length 32 (CONTEXT_LEN): prompts are padded to 32
+                            CLIP rows (then 256 zero T5 rows), not CLIP's 77.
   vae/                      AutoencoderKL, 16 latent channels, 4 blocks (factor 8),
                             channels [16, 32, 64, 64], 1 layer per block, 4 GroupNorm
                             groups, no quant convs (like SD3); shift_factor /
@@ -63,7 +65,7 @@ Training, in three phases:
      training and inference see identical text features. 10% of captions are dropped to
      "" (the pipeline's negative prompt) for classifier-free guidance.
      Two things make this phase fit a CPU hour:
-     - the 256 zero T5 rows are trained as [77 CLIP rows; 1 zero row with attention
+     - the 256 zero T5 rows are trained as [32 CLIP rows; 1 zero row with attention
        weight 256] (exactly the same function, checked every run; see
        CollapsedT5JointAttnProcessor), about half the tokens;
      - an auxiliary loss (--aux-weight, 0.1): a linear head on the pooled text embedding
@@ -72,10 +74,11 @@ Training, in three phases:
        within a few hundred steps; the head is not saved.
 
 Time: measured on the 2-core development machine (torch 2.15 CPU): VAE ~0.37 s/step
-(32 crops of 64x64), encoding ~0.05 s/image, transformer + text encoders ~0.46 s/step
-(batch 32). The defaults (VAE 1500 steps, 5000 images, transformer 6000 steps) are
-therefore about an hour on such a CPU (9 + 4 + 46 minutes); models/README.md gives the
-measured commands and times of the committed run. On an H100/H200 the same defaults take
+(32 crops of 64x64), encoding ~0.05 s/image, transformer + text encoders ~1.46 s/step
+(batch 32, patch 2). The defaults (VAE 1500 steps, 5000 images, transformer 6000 steps)
+are therefore about 2.7 hours on such a CPU (9 + 4 + 146 minutes); models/README.md
+gives the measured commands and times of the committed run, which started from the
+previous (patch 4) model with --init-from and reused its VAE. On an H100/H200 the same defaults take
 a few minutes; pass more --steps (and --batch-size) there, and --time-budget-min to stop
 the transformer phase in time under a hard limit (the learning-rate schedule is
 compressed to end at the budget, and the model is saved). --checkpoint-every-min saves
@@ -558,7 +561,7 @@ def image_tokens() -> int:
 
 
 def transformer_gflop() -> float:
-    """Multiply-adds x 2 of one transformer forward at 64 image + 333 text tokens."""
+    """Multiply-adds x 2 of one transformer forward over all image and text tokens."""
     d = TRANSFORMER["attention_head_dim"] * TRANSFORMER["num_attention_heads"]
     n_img, n_txt = image_tokens(), CONTEXT_LEN + T5_LEN
     s = n_img + n_txt
@@ -593,13 +596,13 @@ class CollapsedT5JointAttnProcessor:
     """diffusers' JointAttnProcessor2_0 for a text sequence whose last row stands for `copies`
     identical rows: that key gets the score bias ln(copies).
 
-    Without T5 the pipeline appends 256 zero rows to the 77 CLIP rows. In the MMDiT the
+    Without T5 the pipeline appends 256 zero rows to the CLIP rows. In the MMDiT the
     text rows have no position and every step is per row or attention over all rows, so
     256 equal rows stay equal through every block, and in attention they weigh exactly as
-    one row whose score is raised by ln 256. Training on [77 CLIP rows; 1 zero row] with
+    one row whose score is raised by ln 256. Training on [32 CLIP rows; 1 zero row] with
     this bias therefore computes the same function (and the same gradients) as the full
-    333 rows, at 334 instead of 589 tokens (about half the FLOPs); check_collapse() below
-    verifies it on every run. Inference (diffusers, the engine) uses the full 333 rows.
+    288 rows, at 289 instead of 544 tokens; check_collapse() below verifies it on every
+    run. diffusers uses the full 288 rows; the engine collapses them the same way.
     """
 
     def __init__(self, copies: int):
@@ -634,8 +637,8 @@ class CollapsedT5JointAttnProcessor:
 
 @torch.no_grad()
 def check_collapse(transformer) -> float:
-    """Relative difference between the full [77 CLIP; 256 zero] text sequence and the
-    collapsed [77 CLIP; 1 zero] one with CollapsedT5JointAttnProcessor, on a copy of the
+    """Relative difference between the full [32 CLIP; 256 zero] text sequence and the
+    collapsed [32 CLIP; 1 zero] one with CollapsedT5JointAttnProcessor, on a copy of the
     transformer with random weights (the adaLN-zero start would make both outputs 0)."""
     import copy
 
@@ -1050,7 +1053,7 @@ def main() -> None:
     ap.add_argument("--aux-weight", type=float, default=0.1,
                     help="weight of the attributes-from-pooled-embedding loss (0 disables it)")
     ap.add_argument("--no-collapse-t5", dest="collapse_t5", action="store_false",
-                    help="train on the full 333 text rows instead of [77 CLIP rows; 1 zero row weighted ln 256]")
+                    help="train on the full 288 text rows instead of [32 CLIP rows; 1 zero row weighted ln 256]")
     ap.add_argument("--checkpoint-every-min", type=float, default=None,
                     help="also save the pipeline (EMA weights) to <out>-checkpoint this often")
     ap.add_argument("--time-budget-min", type=float, default=None,
@@ -1122,8 +1125,9 @@ def main() -> None:
                                     tokenizer=tok1, text_encoder_2=te2, tokenizer_2=tok2, text_encoder_3=None,
                                     tokenizer_3=None)
     collapse_rel = check_collapse(transformer)
-    log(f"training on [77 CLIP rows; 1 zero row weighted ln 256]: {'on' if args.collapse_t5 else 'off'} "
-        f"(relative difference to the full 333 rows: {collapse_rel:.1e})")
+    log(f"training on [{CONTEXT_LEN} CLIP rows; 1 zero row weighted ln 256]: "
+        f"{'on' if args.collapse_t5 else 'off'} (relative difference to the full "
+        f"{CONTEXT_LEN + T5_LEN} rows: {collapse_rel:.1e})")
 
     def checkpoint(step: int) -> None:
         side = out.with_name(out.name + "-checkpoint")

@@ -31,11 +31,13 @@ fn request(prompt: &str, seed: u64) -> GenerateRequest {
     req
 }
 
-/// Dense and RAS adherence scores and the SSIM of each RAS image against
-/// its dense image, over the held-out prompts.
+/// Dense and RAS adherence and shape scores and the SSIM of each RAS image
+/// against its dense image, over the held-out prompts.
 struct Scores {
     dense: f64,
     ras: f64,
+    dense_shape: f64,
+    ras_shape: f64,
     ssim: Vec<f64>,
 }
 
@@ -53,17 +55,22 @@ fn score_held_out_prompts() -> Scores {
     let ras = RasConfig::sd3_example(STEPS);
     warm_up(&mut pipeline, &request("", 0), &ras).unwrap();
     let (mut dense_ok, mut ras_ok, mut ssim) = (0, 0, Vec::new());
+    let (mut dense_shape, mut ras_shape) = (0, 0);
     for (i, e) in expected.iter().enumerate() {
         let c = compare(&mut pipeline, &request(&e.prompt, i as u64), &ras).unwrap();
         let dense = palette.check(&c.dense.generation.images[0]);
         let sparse = palette.check(&c.ras.generation.images[0]);
         dense_ok += dense.passes(e) as usize;
         ras_ok += sparse.passes(e) as usize;
+        dense_shape += dense.shape_right(e) as usize;
+        ras_shape += sparse.shape_right(e) as usize;
         ssim.push(c.ssim);
         eprintln!(
-            "{i:>2} dense {} ras {} ssim {:.3} psnr {:.1}  {}  (dense saw {:?})",
+            "{i:>2} dense {}/{} ras {}/{} ssim {:.3} psnr {:.1}  {}  (dense saw {:?})",
             dense.passes(e),
+            dense.shape_right(e),
             sparse.passes(e),
+            sparse.shape_right(e),
             c.ssim,
             c.psnr,
             e.prompt,
@@ -74,31 +81,45 @@ fn score_held_out_prompts() -> Scores {
     let scores = Scores {
         dense: dense_ok as f64 / n,
         ras: ras_ok as f64 / n,
+        dense_shape: dense_shape as f64 / n,
+        ras_shape: ras_shape as f64 / n,
         ssim,
     };
     let mean_ssim = scores.ssim.iter().sum::<f64>() / n;
     let min_ssim = scores.ssim.iter().copied().fold(f64::INFINITY, f64::min);
     eprintln!(
-        "adherence dense {:.3} ras {:.3}; SSIM mean {mean_ssim:.3} min {min_ssim:.3}",
-        scores.dense, scores.ras
+        "adherence dense {:.3} ras {:.3}; shape dense {:.3} ras {:.3}; SSIM mean {mean_ssim:.3} min {min_ssim:.3}",
+        scores.dense, scores.ras, scores.dense_shape, scores.ras_shape
     );
     scores
 }
 
-/// The bars, from one pass over the held-out prompts: dense sampling
-/// follows at least 90% of them; RAS at its defaults keeps mean SSIM >= 0.85
-/// against dense and the adherence score within 5 points.
+/// The demo model's bars, from one pass over the held-out prompts: dense
+/// sampling gets background, colour and position right on at least 95% of
+/// them and the shape on at least 80%; RAS at its defaults keeps mean SSIM
+/// at least 0.90 against dense (lowest at least 0.80) and the adherence
+/// score within 3 points.
 #[test]
 fn demo_model_follows_held_out_prompts_with_and_without_ras() {
     let s = score_held_out_prompts();
-    assert!(s.dense >= 0.9, "dense adherence {:.3} < 0.9", s.dense);
-    let mean_ssim = s.ssim.iter().sum::<f64>() / s.ssim.len() as f64;
+    assert!(s.dense >= 0.95, "dense adherence {:.3} < 0.95", s.dense);
     assert!(
-        mean_ssim >= 0.85,
-        "mean SSIM of RAS vs dense {mean_ssim:.3} < 0.85"
+        s.dense_shape >= 0.8,
+        "dense shape score {:.3} < 0.8",
+        s.dense_shape
+    );
+    let mean_ssim = s.ssim.iter().sum::<f64>() / s.ssim.len() as f64;
+    let min_ssim = s.ssim.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        mean_ssim >= 0.9,
+        "mean SSIM of RAS vs dense {mean_ssim:.3} < 0.90"
     );
     assert!(
-        (s.dense - s.ras).abs() <= 0.05,
+        min_ssim >= 0.8,
+        "lowest SSIM of RAS vs dense {min_ssim:.3} < 0.80"
+    );
+    assert!(
+        (s.dense - s.ras).abs() <= 0.03 + 1e-9,
         "RAS adherence {:.3} vs dense {:.3}",
         s.ras,
         s.dense
