@@ -57,21 +57,26 @@ Training, in three phases:
   2. Encode a fixed data set of --dataset-size images once (posterior means), set the
      VAE's shift/scale from their mean/std.
   3. Transformer + both text encoders jointly (text encoders at half the learning rate),
-     rectified flow like SD3: sigma = shift(u), u ~ logit-normal(0, 1), shift 3;
-     x_t = (1 - sigma) x0 + sigma noise; target noise - x0; MSE; AdamW, warm-up then
+     rectified flow like SD3: sigma = shift(u), u ~ logit-normal(0, 1), shift 3
+     (--sigma-shift); x_t = (1 - sigma) x0 + sigma noise; target noise - x0; MSE
+     (--object-weight W weights the object's latent pixels 1 + W: the shape is in a few
+     percent of the pixels, and plain MSE learns colour and place long before it); AdamW,
+     warm-up then
      cosine decay; EMA of the weights (what is saved). Conditioning comes from the
      pipeline's own `encode_prompt` (CLIP-L penultimate || CLIP-G penultimate, zero-padded
      to joint_attention_dim, then 256 zero T5 tokens; pooled = both projections), so
      training and inference see identical text features. 10% of captions are dropped to
      "" (the pipeline's negative prompt) for classifier-free guidance.
-     Two things make this phase fit a CPU hour:
+     Three things make this phase fit a few CPU hours:
      - the 256 zero T5 rows are trained as [32 CLIP rows; 1 zero row with attention
        weight 256] (exactly the same function, checked every run; see
        CollapsedT5JointAttnProcessor), about half the tokens;
      - an auxiliary loss (--aux-weight, 0.1): a linear head on the pooled text embedding
        predicts every attribute the caption names (background, colour, shape, position,
        size). It makes the text encoders carry the caption into the adaLN conditioning
-       within a few hundred steps; the head is not saved.
+       within a few hundred steps; the head is not saved;
+     - --init-from: start from an earlier model (text encoders and every transformer
+       tensor of the same shape), e.g. the patch-4 model for the patch-2 one.
 
 Time: measured on the 2-core development machine (torch 2.15 CPU): VAE ~0.37 s/step
 (32 crops of 64x64), encoding ~0.05 s/image, transformer + text encoders ~1.46 s/step
@@ -807,6 +812,17 @@ def aux_loss(head, pooled: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return loss, float(right.float().mean())
 
 
+def object_mask(x0: torch.Tensor) -> torch.Tensor:
+    """[B, 1, h, w] 1 on (and one latent pixel around) the object, 0 on the background: latents
+    farther from the median of their border than a quarter of the farthest one."""
+    border = torch.cat([x0[..., :2, :].flatten(2), x0[..., -2:, :].flatten(2), x0[..., :, :2].flatten(2),
+                        x0[..., :, -2:].flatten(2)], 2)
+    bg = border.median(2).values[..., None, None]
+    dist = (x0 - bg).norm(dim=1, keepdim=True)
+    mask = (dist > 0.25 * dist.amax((2, 3), keepdim=True)).float()
+    return F.max_pool2d(mask, 3, stride=1, padding=1)
+
+
 def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoint) -> dict:
     from diffusers.models.attention_processor import JointAttnProcessor2_0
 
@@ -867,7 +883,7 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
             x0 = (latents[idx].float() - vae_cfg.shift_factor) * vae_cfg.scaling_factor
             noise = torch.randn(x0.shape, generator=gen)
             u = torch.sigmoid(torch.randn(args.batch_size, generator=gen))  # logit-normal(0, 1)
-            sigma = SCHEDULER["shift"] * u / (1 + (SCHEDULER["shift"] - 1) * u)
+            sigma = args.sigma_shift * u / (1 + (args.sigma_shift - 1) * u)
             s4 = sigma.view(-1, 1, 1, 1)
             x0, noise, s4, sigma = x0.to(device), noise.to(device), s4.to(device), sigma.to(device)
             xt = (1 - s4) * x0 + s4 * noise
@@ -882,7 +898,12 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
                     prompt_embeds = prompt_embeds[:, :CONTEXT_LEN + 1]  # 256 equal zero rows -> 1
                 pred = transformer(hidden_states=xt, encoder_hidden_states=prompt_embeds,
                                    pooled_projections=pooled, timestep=sigma * 1000, return_dict=False)[0]
-            loss = F.mse_loss(pred.float(), target.float())
+            err = (pred.float() - target.float()) ** 2
+            if args.object_weight > 0:
+                w = 1 + args.object_weight * object_mask(x0)
+                loss = (err * w).mean() / w.mean()
+            else:
+                loss = err.mean()
             total_loss = loss
             if named and args.aux_weight > 0:
                 a_loss, a_right = aux_loss(head, pooled[named], labels)
@@ -1050,6 +1071,13 @@ def main() -> None:
     ap.add_argument("--text-lr-scale", type=float, default=0.5, help="text encoders' lr / transformer lr")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema-decay", type=float, default=0.999, help="0 disables EMA")
+    ap.add_argument("--object-weight", type=float, default=0.0,
+                    help="extra loss weight on the object's latent pixels (loss = weighted mean; 0 = plain MSE): "
+                         "the shape lives in a few percent of the pixels")
+    ap.add_argument("--sigma-shift", type=float, default=SCHEDULER["shift"],
+                    help="shift of the training noise levels (logit-normal u, sigma = s u / (1 + (s - 1) u)); "
+                         "below the sampler's 3 puts more of the training on the middle noise levels, where "
+                         "shapes form")
     ap.add_argument("--aux-weight", type=float, default=0.1,
                     help="weight of the attributes-from-pooled-embedding loss (0 disables it)")
     ap.add_argument("--no-collapse-t5", dest="collapse_t5", action="store_false",

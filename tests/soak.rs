@@ -21,8 +21,8 @@ const SOAK_DEFAULT: usize = 4 * PERIOD;
 /// Few steps and small sizes keep an image well under a second on lavapipe;
 /// 6 steps leave room for dense warm-up, RAS steps and an error reset.
 const STEPS: usize = 6;
-/// Multiples of the demo model's 32 (VAE factor 8 × patch 4), all different
-/// token grids (2×2, 4×3, 3×5) so every pooled activation size changes.
+/// Multiples of the demo model's 16 (VAE factor 8 × patch 2), all different
+/// token grids (4×4, 8×6, 6×10) so every pooled activation size changes.
 const SIZES: [(usize, usize); 3] = [(64, 64), (128, 96), (96, 160)];
 const PROMPTS: [&str; 3] = [
     "a small red star at the top left on a light blue background",
