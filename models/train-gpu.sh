@@ -7,8 +7,8 @@
 # Here, once, beforehand:   bash bench/prepare-gpu-check.sh --no-gl --no-build   # .whl/
 # On the device (carry .whl; the command line of the `run` call):
 #     bash models/train-gpu.sh
-# It writes $OUT/ras-demo.tar (the trained folder, with train_log.json and TRAINING.md)
-# and $OUT/train.log. Back here: tar -xf ras-demo.tar -C /tmp, score it
+# It writes $OUT/ras-demo.tar (the trained folder, with train_log.json and TRAINING.md),
+# $OUT/eval.json (models/eval_demo.py's scores of it) and $OUT/train.log. Back here: tar -xf ras-demo.tar -C /tmp, score it
 # (`ras compare --adherence models/demo_prompts.json --model /tmp/ras-demo`) and
 # commit it over models/ras-demo only if the scores improve (models/README.md).
 #
@@ -40,4 +40,8 @@ python3 models/train_demo.py --device cuda --out /tmp/ras-demo \
 	--object-weight 4 --sigma-shift 1.0 --time-budget-min "$MINUTES" --log-every 200 \
 	2>&1 | tee "$OUT/train.log"
 tar -cf "$OUT/ras-demo.tar" -C /tmp ras-demo
+# diffusers' own scores of the result (28 held-out prompts, the engine's default 28 steps
+# and guidance 7): adherence and shape, in $OUT/eval.json.
+python3 models/eval_demo.py /tmp/ras-demo --steps 28 --guidance 7 --device cuda --out-dir /tmp/eval \
+	--json "$OUT/eval.json" 2>&1 | tail -3 | tee -a "$OUT/train.log"
 ls -la "$OUT"
