@@ -181,7 +181,7 @@ impl TextEncoders {
 
 /// `model_max_length` of a CLIP tokenizer folder's `tokenizer_config.json`
 /// (77 when it has none, as in CLIP).
-pub fn clip_context_len(dir: &Path) -> Result<usize> {
+fn clip_context_len(dir: &Path) -> Result<usize> {
     let config_path = dir.join("tokenizer_config.json");
     let config: serde_json::Value = read_json(&config_path)?;
     match &config["model_max_length"] {
