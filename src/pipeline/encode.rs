@@ -71,19 +71,22 @@ pub struct TextEncoders {
 impl TextEncoders {
     /// Loads the CLIPs, and T5 when the folder has it and `use_t5` is set.
     pub fn load(gpu: &Gpu, dir: &ModelDir, use_t5: bool) -> Result<TextEncoders> {
-        let clip_len = clip_context_len(&dir.component("tokenizer"))?;
-        let clip = |tok: &str, enc: &str| -> Result<_> {
+        let l_config_path = dir.component("tokenizer").join("tokenizer_config.json");
+        let (tok_l, l_config) = clip_tokenizer(&dir.component("tokenizer"))?;
+        let (tok_g, _) = clip_tokenizer(&dir.component("tokenizer_2"))?;
+        let clip_len = clip_context_len(&l_config, &l_config_path)?;
+        let encoder = |enc: &str| -> Result<_> {
             let model = ClipTextModel::load_dir(gpu, &dir.component(enc))?;
             if clip_len > model.config.max_position_embeddings {
                 return Err(config_error(
-                    &dir.component("tokenizer").join("tokenizer_config.json"),
+                    &l_config_path,
                     format!(
                         "model_max_length {clip_len} exceeds {enc}'s {} positions; set it to at most that",
                         model.config.max_position_embeddings
                     ),
                 ));
             }
-            Ok((clip_tokenizer(&dir.component(tok))?, model))
+            Ok(model)
         };
         let t5 = if use_t5 && dir.has_t5 {
             Some((
@@ -95,8 +98,8 @@ impl TextEncoders {
         };
         Ok(TextEncoders {
             clip_len,
-            clip_l: clip("tokenizer", "text_encoder")?,
-            clip_g: clip("tokenizer_2", "text_encoder_2")?,
+            clip_l: (tok_l, encoder("text_encoder")?),
+            clip_g: (tok_g, encoder("text_encoder_2")?),
             t5,
         })
     }
@@ -179,11 +182,9 @@ impl TextEncoders {
     }
 }
 
-/// `model_max_length` of a CLIP tokenizer folder's `tokenizer_config.json`
-/// (77 when it has none, as in CLIP).
-fn clip_context_len(dir: &Path) -> Result<usize> {
-    let config_path = dir.join("tokenizer_config.json");
-    let config: serde_json::Value = read_json(&config_path)?;
+/// `model_max_length` of a CLIP tokenizer's `tokenizer_config.json` (77
+/// when it has none, as in CLIP).
+fn clip_context_len(config: &serde_json::Value, config_path: &Path) -> Result<usize> {
     match &config["model_max_length"] {
         serde_json::Value::Null => Ok(CLIP_MAX_LEN),
         v => v
@@ -192,7 +193,7 @@ fn clip_context_len(dir: &Path) -> Result<usize> {
             .map(|n| n as usize)
             .ok_or_else(|| {
                 config_error(
-                    &config_path,
+                    config_path,
                     format!("model_max_length {v} is not a CLIP context length; CLIP's is 77"),
                 )
             }),
@@ -201,8 +202,8 @@ fn clip_context_len(dir: &Path) -> Result<usize> {
 
 /// A CLIP tokenizer folder (`vocab.json`, `merges.txt`), padding with the
 /// `pad_token` of its `tokenizer_config.json` (`<|endoftext|>` in SD3's
-/// `tokenizer/`, `!` in `tokenizer_2/`).
-fn clip_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
+/// `tokenizer/`, `!` in `tokenizer_2/`); with that config.
+fn clip_tokenizer(dir: &Path) -> Result<(ClipTokenizer, serde_json::Value)> {
     let config_path = dir.join("tokenizer_config.json");
     let err = |message: String| config_error(&config_path, message);
     let config: serde_json::Value = read_json(&config_path)?;
@@ -228,5 +229,6 @@ fn clip_tokenizer(dir: &Path) -> Result<ClipTokenizer> {
         path: vocab_path.display().to_string(),
         message: format!("has no pad token '{pad}' (named in tokenizer_config.json)"),
     })?;
-    ClipTokenizer::from_files(&vocab_path, dir.join("merges.txt"), pad_id as u32)
+    let tokenizer = ClipTokenizer::from_files(&vocab_path, dir.join("merges.txt"), pad_id as u32)?;
+    Ok((tokenizer, config))
 }
