@@ -47,6 +47,29 @@ fn rgb(case: &str) -> (Vec<f32>, Vec<usize>) {
     (values.into_iter().map(|v| v as f32).collect(), t.shape().to_vec())
 }
 
+/// A copy of the fixture model folder (components hold files only)
+/// without the component `except` ("" keeps them all).
+fn copied_model(except: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("model")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == except {
+            continue;
+        }
+        let to = dir.path().join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir(&to).unwrap();
+            for f in std::fs::read_dir(entry.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+    dir
+}
+
 fn case(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture(name).join("case.json")).unwrap()).unwrap()
 }
@@ -105,21 +128,8 @@ fn prompt_embeddings_match_diffusers() {
 #[test]
 fn a_shorter_clip_context_is_the_first_rows_of_diffusers_embeddings() {
     let gpu = gpu();
-    let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path().join("model");
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        std::fs::create_dir_all(copy.join(&rel)).unwrap();
-        for entry in std::fs::read_dir(fixture("model").join(&rel)).unwrap() {
-            let entry = entry.unwrap();
-            let name = rel.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(name);
-            } else {
-                std::fs::copy(entry.path(), copy.join(&name)).unwrap();
-            }
-        }
-    }
+    let tmp = copied_model("");
+    let copy = tmp.path();
     let config_path = copy.join("tokenizer/tokenizer_config.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     config["model_max_length"] = 12.into();
@@ -334,22 +344,7 @@ fn bad_requests_fail_before_any_work() {
         .contains("latents_init"));
 
     // A folder without its VAE names the missing component.
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture("model")).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "vae" {
-            let to = dir.path().join(entry.file_name());
-            if entry.path().is_dir() {
-                std::fs::create_dir(&to).unwrap();
-                for f in std::fs::read_dir(entry.path()).unwrap() {
-                    let f = f.unwrap();
-                    std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
-                }
-            } else {
-                std::fs::copy(entry.path(), to).unwrap();
-            }
-        }
-    }
+    let dir = copied_model("vae");
     let msg = Pipeline::load(&gpu, dir.path().to_str().unwrap(), PipelineOptions::default())
         .err()
         .expect("missing vae")
