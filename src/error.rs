@@ -122,6 +122,13 @@ pub enum Error {
     )]
     NonFinite { what: String },
 
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

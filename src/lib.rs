@@ -19,6 +19,8 @@ pub mod pipeline;
 pub mod ras;
 pub mod reference;
 pub mod sampling;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod text;
 pub mod weights;
 

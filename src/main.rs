@@ -52,6 +52,14 @@ enum Command {
     /// times and the speed-up. With --min-ssim / --min-psnr it exits with
     /// status 1 when a prompt falls below (for CI jobs); --json for machines.
     Compare(Box<cli::compare::CompareArgs>),
+    /// Serve the AUTOMATIC1111 (`/sdapi/v1/txt2img`, progress, interrupt,
+    /// models, options, samplers) and OpenAI (`/v1/images/generations`)
+    /// image APIs over HTTP, with a bounded queue, batching of requests that
+    /// share their settings, Prometheus metrics (/metrics), health checks
+    /// (/healthz, /readyz) and bearer-token auth. Loopback only unless
+    /// --api-key is given. SIGTERM or Ctrl-C drains it gracefully.
+    #[cfg(feature = "serve")]
+    Serve(Box<cli::serve::ServeArgs>),
     /// Benchmarks (times are wall clock per launch on the selected adapter).
     Bench {
         #[command(subcommand)]
@@ -94,6 +102,8 @@ fn run() -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => cli::serve::run(&cli.device, &args)?,
         Command::Bench { what } => cli::bench::run(&open()?, what)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,8 @@ pub mod generate;
 pub mod info;
 pub mod ras_args;
 pub mod sample;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -1,10 +1,11 @@
 //! The RAS flags, with the original implementation's names accepted as
 //! aliases (`--sample_ratio` as well as `--sample-ratio`, …).
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use ras::kernels::metric::Metric;
 use ras::models::Precision;
-use ras::ras::RasConfig;
+use ras::ras::{RasConfig, RasOverrides};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum MetricArg {
@@ -90,39 +91,27 @@ pub struct RasArgs {
 impl RasArgs {
     /// The settings for a run of `steps` steps over `tokens` image tokens:
     /// these flags over `defaults` (the model family's example, see
-    /// `ras::pipeline::ras_defaults`), a default dynamic ramp shrunk to fit
-    /// the chosen ratio.
+    /// `ras::pipeline::ras_defaults`).
     pub fn config(&self, steps: usize, tokens: usize, defaults: RasConfig) -> anyhow::Result<RasConfig> {
         let error_reset_steps = match &self.error_reset_steps {
-            None => defaults.error_reset_steps,
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse()
-                        .map_err(|_| anyhow::anyhow!("--error-reset-steps: '{s}' is not a step number"))
-                })
-                .collect::<anyhow::Result<Vec<usize>>>()?,
+            None => None,
+            Some(list) => Some(RasOverrides::parse_steps(list).context("--error-reset-steps")?),
         };
-        let mut cfg = RasConfig {
-            sample_ratio: if self.dense { 1.0 } else { self.sample_ratio },
-            metric: match self.metric {
+        let overrides = RasOverrides {
+            sample_ratio: Some(self.sample_ratio),
+            dense: self.dense,
+            metric: Some(match self.metric {
                 MetricArg::Std => Metric::Std,
                 MetricArg::L2norm => Metric::L2Norm,
-            },
-            high_ratio: self.high_ratio.unwrap_or(defaults.high_ratio),
-            starvation_scale: self.starvation_scale,
-            scheduler_start_step: self.scheduler_start_step,
-            scheduler_end_step: self.scheduler_end_step.unwrap_or(steps),
+            }),
+            high_ratio: self.high_ratio,
+            starvation_scale: Some(self.starvation_scale),
+            scheduler_start_step: Some(self.scheduler_start_step),
+            scheduler_end_step: self.scheduler_end_step,
             error_reset_steps,
-            skip_num_step: self.skip_num_step.unwrap_or(defaults.skip_num_step),
-            skip_num_step_length: self.skip_num_step_length.unwrap_or(defaults.skip_num_step_length),
+            skip_num_step: self.skip_num_step,
+            skip_num_step_length: self.skip_num_step_length,
         };
-        if self.skip_num_step.is_none() {
-            cfg.fit_ramp(steps, tokens);
-        }
-        cfg.validate(steps)?;
-        Ok(cfg)
+        Ok(overrides.apply(steps, tokens, defaults)?)
     }
 }

@@ -64,7 +64,33 @@ pub(crate) fn effective_filter(explicit: Option<&str>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-pub(crate) fn select(instance: &wgpu::Instance, filter: Option<&str>) -> Result<wgpu::Adapter> {
+/// Every adapter, best first (the order `ras info` lists them in).
+fn ranked_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = all_adapters(instance);
+    adapters.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
+    adapters
+}
+
+/// The best adapter with compute whose name contains `filter`, or with
+/// `index`, the one at that position in [`list_adapters`]'s order (two
+/// cards of one model share a name).
+pub(crate) fn select(
+    instance: &wgpu::Instance,
+    filter: Option<&str>,
+    index: Option<usize>,
+) -> Result<wgpu::Adapter> {
+    if let Some(i) = index {
+        let adapters = ranked_adapters(instance);
+        let count = adapters.len();
+        return adapters
+            .into_iter()
+            .nth(i)
+            .filter(has_compute)
+            .ok_or_else(|| Error::NoAdapter {
+                filter: AdapterFilter(Some(format!("#{i}"))),
+                hint: format!("there are {count} adapters (`ras info` lists them, numbered from 0) and #{i} must have compute shaders"),
+            });
+    }
     let filter = effective_filter(filter);
     let adapters = all_adapters(instance);
     let names: Vec<String> = adapters
@@ -134,10 +160,7 @@ pub(crate) fn summarize(adapter: &wgpu::Adapter) -> AdapterSummary {
 
 /// Every adapter wgpu can see (respecting `WGPU_BACKEND`), best first.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let instance = instance();
-    let mut adapters = all_adapters(&instance);
-    adapters.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
-    adapters.iter().map(summarize).collect()
+    ranked_adapters(&instance()).iter().map(summarize).collect()
 }
 
 /// The size of the device's largest device-local memory heap, where the

@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 pub struct GpuOptions {
     /// Substring of the adapter name; falls back to `RAS_ADAPTER`, then `WGPU_ADAPTER_NAME`.
     pub adapter: Option<String>,
+    /// The adapter at this position in [`list_adapters`](super::list_adapters)
+    /// (best first), instead of `adapter`: a server opens one device per card.
+    pub adapter_index: Option<usize>,
     /// Cap the storage-binding size below the adapter's (tests use this to
     /// exercise weight splitting without gigabyte tensors).
     pub max_binding_bytes: Option<u64>,
@@ -88,7 +91,7 @@ impl Gpu {
     /// kernels can use.
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
         let instance = adapter::instance();
-        let adapter = adapter::select(&instance, options.adapter.as_deref())?;
+        let adapter = adapter::select(&instance, options.adapter.as_deref(), options.adapter_index)?;
         let info = adapter.get_info();
         let wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP

@@ -35,6 +35,13 @@ impl Metric {
             Metric::L2Norm => "l2norm",
         }
     }
+
+    /// The metric of that name ([`name`](Self::name)'s inverse).
+    pub fn from_name(name: &str) -> Option<Metric> {
+        [Metric::Std, Metric::L2Norm]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
 }
 
 /// Scores `[B, (H/p)·(W/p)]` of `v [B, C, H, W]`: the mean over each p×p

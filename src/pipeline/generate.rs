@@ -3,21 +3,19 @@
 //! when needed and released after use (text encoders, then transformer, then
 //! VAE) unless `keep_loaded` is set, so peak memory is one stage's.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Deref};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::finite::{check_finite, new_flag, CLEAN};
-use crate::models::vae::{to_rgb8, VaeConfig, VaeDecoder};
-use crate::models::{load_transformer, Conditioning, Dit, Family};
-use crate::ras::RasConfig;
-use crate::sampling::{gaussian_noise, SchedulerConfig};
+use crate::models::vae::{to_rgb8, VaeDecoder};
+use crate::models::{load_transformer, Conditioning, Dit};
+use crate::sampling::gaussian_noise;
 
 use super::job::{Job, Output};
-use super::model_dir::ModelDir;
-use super::model_info::TransformerInfo;
+use super::model_config::ModelConfig;
 use super::request::GenerateRequest;
 use super::sample::{Denoiser, SampleRequest, StepInfo};
 use super::text::TextStage;
@@ -68,13 +66,12 @@ pub struct Generation {
     pub active: Vec<(usize, Vec<Vec<u32>>)>,
 }
 
+/// A model's configs ([`ModelConfig`], reached through `Deref`) and the
+/// stages loaded on one device.
 pub struct Pipeline {
     gpu: Gpu,
-    pub dir: ModelDir,
+    config: ModelConfig,
     pub options: PipelineOptions,
-    pub transformer_info: TransformerInfo,
-    pub vae_config: VaeConfig,
-    pub scheduler: SchedulerConfig,
     text: Option<TextStage>,
     transformer: Option<Box<dyn Dit>>,
     vae: Option<VaeDecoder>,
@@ -82,74 +79,36 @@ pub struct Pipeline {
     preview: Option<Vec<f32>>,
 }
 
+impl Deref for Pipeline {
+    type Target = ModelConfig;
+
+    fn deref(&self) -> &ModelConfig {
+        &self.config
+    }
+}
+
 impl Pipeline {
     /// Opens an SD3 or Lumina-Next folder or cached repo id and reads its
     /// configs; weights are loaded by the stages that need them.
     pub fn load(gpu: &Gpu, model: &str, options: PipelineOptions) -> Result<Pipeline> {
-        let dir = ModelDir::open(model)?;
-        Ok(Pipeline {
+        Ok(Pipeline::new(gpu, ModelConfig::open(model)?, options))
+    }
+
+    /// A pipeline over configs already read.
+    pub fn new(gpu: &Gpu, config: ModelConfig, options: PipelineOptions) -> Pipeline {
+        Pipeline {
             gpu: gpu.clone(),
-            transformer_info: TransformerInfo::read(&dir)?,
-            vae_config: VaeConfig::from_file(&dir.component("vae").join("config.json"))?,
-            scheduler: SchedulerConfig::from_file(&dir.component("scheduler").join("scheduler_config.json"))?,
-            dir,
+            config,
             options,
             text: None,
             transformer: None,
             vae: None,
             preview: None,
-        })
+        }
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
-    }
-
-    pub fn family(&self) -> Family {
-        self.dir.family
-    }
-
-    /// A request with the model family's pipeline defaults (SD3: 28 steps,
-    /// guidance 7; Lumina-Next: 30 steps, guidance 4) and RAS example at
-    /// this model's native size (`sample_size` latent pixels: 1024² for SD3
-    /// and Lumina-Next, 256² for the demo model).
-    pub fn request(&self, prompt: &str) -> GenerateRequest {
-        let native = self.transformer_info.sample_size * self.vae_config.scale_factor();
-        let d = super::defaults(self.family());
-        let mut req = GenerateRequest {
-            width: native,
-            height: native,
-            steps: d.steps,
-            guidance: d.guidance,
-            ..GenerateRequest::new(prompt)
-        };
-        req.ras = self.ras_defaults(&req);
-        req
-    }
-
-    /// The original's RAS example for this model, fitted to the request's
-    /// step count and size (see [`ras_defaults`](super::ras_defaults)).
-    pub fn ras_defaults(&self, req: &GenerateRequest) -> RasConfig {
-        super::ras_defaults(self.family(), req.steps, self.image_tokens(req))
-    }
-
-    /// Image tokens of the request's size.
-    pub fn image_tokens(&self, req: &GenerateRequest) -> usize {
-        let m = self.size_multiple();
-        (req.width / m) * (req.height / m)
-    }
-
-    /// Pixels per latent pixel times patch size: width and height must be
-    /// multiples of it (16 for SD3).
-    pub fn size_multiple(&self) -> usize {
-        self.vae_config.scale_factor() * self.transformer_info.patch_size
-    }
-
-    /// Latent shape `[B, C, H/f, W/f]` of a request.
-    pub fn latent_shape(&self, req: &GenerateRequest) -> [usize; 4] {
-        let f = self.vae_config.scale_factor();
-        let c = self.transformer_info.in_channels;
-        [req.num_images, c, req.height / f, req.width / f]
     }
 
     /// Runs the whole job; `on_event` sees progress and may cancel the run

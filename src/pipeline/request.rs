@@ -4,8 +4,6 @@ use crate::error::{Error, Result};
 use crate::models::{Family, Precision};
 use crate::ras::RasConfig;
 
-use super::generate::Pipeline;
-
 /// One text-to-image job: `num_images` images of one prompt.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -25,6 +23,18 @@ pub struct GenerateRequest {
     pub precision: Precision,
     /// `[num_images, C, H/f, W/f]` values replacing the seeded noise.
     pub latents_init: Option<Vec<f32>>,
+    /// One prompt pair per image, replacing `prompt` and `negative_prompt`,
+    /// when several requests that share everything else run as one batch
+    /// (a server's batching); empty otherwise. SD3 only: Lumina's text rows
+    /// are as long as its prompt, so its batches share one prompt.
+    pub batch_prompts: Vec<BatchPrompt>,
+}
+
+/// One image's prompts in a batch of different requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPrompt {
+    pub prompt: String,
+    pub negative_prompt: String,
 }
 
 impl GenerateRequest {
@@ -44,51 +54,35 @@ impl GenerateRequest {
             ras: RasConfig::sd3_example(28),
             precision: Precision::F32,
             latents_init: None,
+            batch_prompts: Vec::new(),
         }
     }
-}
 
-impl Pipeline {
-    /// Everything that can be checked before any work starts.
-    pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
-        let m = self.size_multiple();
-        let bad = |msg: String| Err(Error::Invalid(msg));
-        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m)
-        {
-            return bad(format!(
-                "width and height must be positive multiples of {m} (VAE factor × patch size), got {}x{}",
-                req.width, req.height
+    /// Image `i`'s prompt and negative prompt.
+    pub fn prompts_of(&self, i: usize) -> (&str, &str) {
+        match self.batch_prompts.get(i) {
+            Some(p) => (&p.prompt, &p.negative_prompt),
+            None => (&self.prompt, &self.negative_prompt),
+        }
+    }
+
+    pub(crate) fn check_batch_prompts(&self, family: Family) -> Result<()> {
+        if self.batch_prompts.is_empty() {
+            return Ok(());
+        }
+        if self.batch_prompts.len() != self.num_images {
+            return Err(Error::Invalid(format!(
+                "batch_prompts has {} entries for {} images; give one per image or none",
+                self.batch_prompts.len(),
+                self.num_images
+            )));
+        }
+        if family == Family::Lumina && self.batch_prompts.iter().any(|p| *p != self.batch_prompts[0]) {
+            return Err(Error::Invalid(
+                "Lumina batches share one prompt (its text rows are as long as the prompt); \
+                 run different prompts as separate requests"
+                    .into(),
             ));
-        }
-        let grid = self.transformer_info.max_grid * m;
-        if req.width > grid || req.height > grid {
-            return bad(format!(
-                "{}x{} exceeds the largest size this transformer's position table covers ({grid}x{grid})",
-                req.width, req.height
-            ));
-        }
-        if req.steps == 0 || req.num_images == 0 || req.max_sequence_length == 0 {
-            return bad("--steps, --num-images and --max-sequence-length must be at least 1".into());
-        }
-        if self.family() == Family::Lumina && !req.max_sequence_length.is_multiple_of(8) {
-            return bad(format!(
-                "--max-sequence-length {} must be a multiple of 8 for Lumina (Gemma's prompt is \
-                 padded to a multiple of 8 tokens, and transformers refuses a cut that is not one)",
-                req.max_sequence_length
-            ));
-        }
-        if !req.guidance.is_finite() {
-            return bad("--guidance must be a finite number".into());
-        }
-        req.ras.validate(req.steps)?;
-        if let Some(latents) = &req.latents_init {
-            let shape = self.latent_shape(req);
-            if latents.len() != shape.iter().product::<usize>() {
-                return bad(format!(
-                    "latents_init has {} values; this request needs {shape:?}",
-                    latents.len()
-                ));
-            }
         }
         Ok(())
     }

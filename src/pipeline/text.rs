@@ -31,29 +31,42 @@ impl TextStage {
     }
 
     /// The prompt's conditioning and, with guidance, the negative prompt's;
-    /// one row per image.
+    /// one row per image (each image's own prompts in a batch of requests).
     pub fn encode(&self, gpu: &Gpu, req: &GenerateRequest) -> Result<(Conditioning, Option<Conditioning>)> {
         let guided = crate::sampling::guided(req.guidance);
         match self {
             TextStage::Sd3 { encoders, joint_dim } => {
-                let embed = |prompt: &str| {
-                    let prompts = vec![prompt; req.num_images];
+                let embed = |negative: bool| {
+                    let prompts: Vec<&str> = (0..req.num_images)
+                        .map(|i| {
+                            let (p, n) = req.prompts_of(i);
+                            if negative {
+                                n
+                            } else {
+                                p
+                            }
+                        })
+                        .collect();
                     encoders.encode(gpu, &prompts, req.max_sequence_length, *joint_dim)
                 };
-                let cond = embed(&req.prompt)?.into_conditioning();
+                let cond = embed(false)?.into_conditioning();
                 let uncond = guided
-                    .then(|| embed(&req.negative_prompt))
+                    .then(|| embed(true))
                     .transpose()?
                     .map(PromptEmbeds::into_conditioning);
                 Ok((cond, uncond))
             }
-            TextStage::Lumina(encoder) => encoder.encode(
-                gpu,
-                &req.prompt,
-                guided.then_some(req.negative_prompt.as_str()),
-                req.num_images,
-                req.max_sequence_length,
-            ),
+            TextStage::Lumina(encoder) => {
+                // One prompt pair for the whole batch (checked by `validate`).
+                let (prompt, negative) = req.prompts_of(0);
+                encoder.encode(
+                    gpu,
+                    prompt,
+                    guided.then_some(negative),
+                    req.num_images,
+                    req.max_sequence_length,
+                )
+            }
         }
     }
 }

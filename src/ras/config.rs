@@ -104,29 +104,42 @@ impl RasConfig {
         self.sample_ratio >= 1.0
     }
 
-    /// Rejects settings the original would crash on or silently misread.
+    /// Rejects settings the original would crash on or silently misread,
+    /// naming the flag.
     pub fn validate(&self, steps: usize) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(m));
+        match self.problem(steps) {
+            None => Ok(()),
+            Some((field, message)) => Err(Error::Invalid(format!("--{} {message}", field.replace('_', "-")))),
+        }
+    }
+
+    /// What [`validate`](Self::validate) rejects: the field, by its name
+    /// in the original, and what is wrong with it.
+    pub fn problem(&self, steps: usize) -> Option<(&'static str, String)> {
         if !(self.sample_ratio > 0.0 && self.sample_ratio <= 1.0) {
-            return bad(format!("--sample-ratio {} must be in (0, 1]", self.sample_ratio));
+            return Some(("sample_ratio", format!("{} must be in (0, 1]", self.sample_ratio)));
         }
         if !(0.0..=1.0).contains(&self.high_ratio) {
-            return bad(format!("--high-ratio {} must be in [0, 1]", self.high_ratio));
+            return Some(("high_ratio", format!("{} must be in [0, 1]", self.high_ratio)));
         }
         if !self.starvation_scale.is_finite() {
-            return bad("--starvation-scale must be a finite number".into());
+            return Some(("starvation_scale", "must be a finite number".into()));
         }
         if self.is_dense() {
-            return Ok(());
+            return None;
         }
         if self.scheduler_start_step == 0 {
-            return bad("--scheduler-start-step must be at least 1: the K/V cache is filled on the dense step before it".into());
-        }
-        if let Some(&r) = self.error_reset_steps.iter().find(|&&r| r >= steps) {
-            return bad(format!(
-                "error reset step {r} is not below the step count {steps}"
+            return Some((
+                "scheduler_start_step",
+                "must be at least 1: the K/V cache is filled on the dense step before it".into(),
             ));
         }
-        Ok(())
+        if let Some(&r) = self.error_reset_steps.iter().find(|&&r| r >= steps) {
+            return Some((
+                "error_reset_steps",
+                format!("has reset step {r}, which is not below the step count {steps}"),
+            ));
+        }
+        None
     }
 }

@@ -3,10 +3,12 @@
 //! [`Planner`] picks the tokens of each RAS step from GPU-computed scores.
 
 pub mod config;
+mod overrides;
 pub mod planner;
 pub mod schedule;
 
 pub use config::RasConfig;
+pub use overrides::RasOverrides;
 pub use planner::{Planner, Selection};
 pub use schedule::{Schedule, StepKind};
 

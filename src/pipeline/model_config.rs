@@ -1,0 +1,137 @@
+//! What a pipeline knows of its model from the folder's configs alone, with
+//! no weight loaded and no device: enough to fill in a request's defaults
+//! and to check it (a server checks requests with it before they queue).
+
+use crate::error::{Error, Result};
+use crate::models::vae::VaeConfig;
+use crate::models::Family;
+use crate::ras::RasConfig;
+use crate::sampling::SchedulerConfig;
+
+use super::model_dir::ModelDir;
+use super::model_info::TransformerInfo;
+use super::request::GenerateRequest;
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub dir: ModelDir,
+    pub transformer_info: TransformerInfo,
+    pub vae_config: VaeConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+impl ModelConfig {
+    /// Opens an SD3 or Lumina-Next folder or cached repo id and reads its configs.
+    pub fn open(model: &str) -> Result<ModelConfig> {
+        let dir = ModelDir::open(model)?;
+        let config = |component: &str, file: &str| dir.component(component).join(file);
+        Ok(ModelConfig {
+            transformer_info: TransformerInfo::read(&dir)?,
+            vae_config: VaeConfig::from_file(&config("vae", "config.json"))?,
+            scheduler: SchedulerConfig::from_file(&config("scheduler", "scheduler_config.json"))?,
+            dir,
+        })
+    }
+
+    pub fn family(&self) -> Family {
+        self.dir.family
+    }
+
+    /// A request with the model family's pipeline defaults (SD3: 28 steps,
+    /// guidance 7; Lumina-Next: 30 steps, guidance 4) and RAS example at
+    /// this model's native size (`sample_size` latent pixels: 1024² for SD3
+    /// and Lumina-Next, 256² for the demo model).
+    pub fn request(&self, prompt: &str) -> GenerateRequest {
+        let native = self.native_size();
+        let d = super::defaults(self.family());
+        let mut req = GenerateRequest {
+            width: native,
+            height: native,
+            steps: d.steps,
+            guidance: d.guidance,
+            ..GenerateRequest::new(prompt)
+        };
+        req.ras = self.ras_defaults(&req);
+        req
+    }
+
+    /// The side in pixels the model was trained at.
+    pub fn native_size(&self) -> usize {
+        self.transformer_info.sample_size * self.vae_config.scale_factor()
+    }
+
+    /// The largest width or height this model's position table covers.
+    pub fn max_size(&self) -> usize {
+        self.transformer_info.max_grid * self.size_multiple()
+    }
+
+    /// The original's RAS example for this model, fitted to the request's
+    /// step count and size (see [`ras_defaults`](super::ras_defaults)).
+    pub fn ras_defaults(&self, req: &GenerateRequest) -> RasConfig {
+        super::ras_defaults(self.family(), req.steps, self.image_tokens(req))
+    }
+
+    /// Image tokens of the request's size.
+    pub fn image_tokens(&self, req: &GenerateRequest) -> usize {
+        let m = self.size_multiple();
+        (req.width / m) * (req.height / m)
+    }
+
+    /// Pixels per latent pixel times patch size: width and height must be
+    /// multiples of it (16 for SD3).
+    pub fn size_multiple(&self) -> usize {
+        self.vae_config.scale_factor() * self.transformer_info.patch_size
+    }
+
+    /// Latent shape `[B, C, H/f, W/f]` of a request.
+    pub fn latent_shape(&self, req: &GenerateRequest) -> [usize; 4] {
+        let f = self.vae_config.scale_factor();
+        let c = self.transformer_info.in_channels;
+        [req.num_images, c, req.height / f, req.width / f]
+    }
+
+    /// Everything that can be checked before any work starts.
+    pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
+        let m = self.size_multiple();
+        let bad = |msg: String| Err(Error::Invalid(msg));
+        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m)
+        {
+            return bad(format!(
+                "width and height must be positive multiples of {m} (VAE factor × patch size), got {}x{}",
+                req.width, req.height
+            ));
+        }
+        let grid = self.max_size();
+        if req.width > grid || req.height > grid {
+            return bad(format!(
+                "{}x{} exceeds the largest size this transformer's position table covers ({grid}x{grid})",
+                req.width, req.height
+            ));
+        }
+        if req.steps == 0 || req.num_images == 0 || req.max_sequence_length == 0 {
+            return bad("--steps, --num-images and --max-sequence-length must be at least 1".into());
+        }
+        if self.family() == Family::Lumina && !req.max_sequence_length.is_multiple_of(8) {
+            return bad(format!(
+                "--max-sequence-length {} must be a multiple of 8 for Lumina (Gemma's prompt is \
+                 padded to a multiple of 8 tokens, and transformers refuses a cut that is not one)",
+                req.max_sequence_length
+            ));
+        }
+        if !req.guidance.is_finite() {
+            return bad("--guidance must be a finite number".into());
+        }
+        req.check_batch_prompts(self.family())?;
+        req.ras.validate(req.steps)?;
+        if let Some(latents) = &req.latents_init {
+            let shape = self.latent_shape(req);
+            if latents.len() != shape.iter().product::<usize>() {
+                return bad(format!(
+                    "latents_init has {} values; this request needs {shape:?}",
+                    latents.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
