@@ -104,7 +104,7 @@ fn run() -> Result<ExitCode> {
         }
         #[cfg(feature = "serve")]
         Command::Serve(args) => cli::serve::run(&cli.device, &args)?,
-        Command::Bench { what } => cli::bench::run(&open()?, what)?,
+        Command::Bench { what } => cli::bench::run(&cli.device, what)?,
     }
     Ok(ExitCode::SUCCESS)
 }

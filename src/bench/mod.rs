@@ -5,6 +5,8 @@
 pub mod profile;
 pub mod ras;
 pub mod sd3;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 use std::time::Instant;
 

@@ -99,9 +99,22 @@ pub enum BenchWhat {
         #[arg(long, value_enum, default_value = "f32")]
         precision: PrecisionArg,
     },
+    /// Load test of `ras serve`: --clients concurrent clients send
+    /// txt2img requests (demo-grammar prompts, seeds 0, 1, …) back to back
+    /// until --requests are answered; prints latency p50/p95/max, images/s
+    /// and the mean batch size. Without --url it starts an in-process
+    /// server per --max-batch value, one after the other, so batching's
+    /// effect is measured in one run.
+    #[cfg(feature = "serve")]
+    Serve(Box<super::bench_serve::BenchServeArgs>),
 }
 
-pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
+pub fn run(device: &super::DeviceArgs, what: BenchWhat) -> Result<()> {
+    #[cfg(feature = "serve")]
+    if let BenchWhat::Serve(args) = what {
+        return super::bench_serve::run(device, &args);
+    }
+    let gpu = &super::open(device)?;
     println!("adapter: {} ({})", gpu.adapter_name(), gpu.backend());
     let variants = ras::kernels::variant::variants(gpu)?;
     println!(
@@ -184,6 +197,8 @@ pub fn run(gpu: &ras::gpu::Gpu, what: BenchWhat) -> Result<()> {
                 }
             })?;
         }
+        #[cfg(feature = "serve")]
+        BenchWhat::Serve(_) => unreachable!("handled above: it opens no device here"),
         BenchWhat::Sd3 {
             layers,
             size,

@@ -1,6 +1,8 @@
 //! The `ras` command line: one file per subcommand.
 
 pub mod bench;
+#[cfg(feature = "serve")]
+pub mod bench_serve;
 pub mod compare;
 pub mod forward;
 pub mod generate;

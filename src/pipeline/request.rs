@@ -87,3 +87,33 @@ impl GenerateRequest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(p: &str) -> BatchPrompt {
+        BatchPrompt {
+            prompt: p.into(),
+            negative_prompt: String::new(),
+        }
+    }
+
+    #[test]
+    fn batch_prompts_are_one_per_image_and_shared_on_lumina() {
+        let mut req = GenerateRequest::new("default");
+        req.num_images = 2;
+        assert!(req.check_batch_prompts(Family::Sd3).is_ok(), "none given");
+        assert_eq!(req.prompts_of(1), ("default", ""));
+        req.batch_prompts = vec![pair("a"), pair("b")];
+        assert!(req.check_batch_prompts(Family::Sd3).is_ok());
+        assert_eq!(req.prompts_of(1), ("b", ""));
+        let err = req.check_batch_prompts(Family::Lumina).unwrap_err().to_string();
+        assert!(err.contains("Lumina batches share one prompt"), "{err}");
+        req.batch_prompts = vec![pair("a"), pair("a")];
+        assert!(req.check_batch_prompts(Family::Lumina).is_ok());
+        req.batch_prompts.pop();
+        let err = req.check_batch_prompts(Family::Sd3).unwrap_err().to_string();
+        assert!(err.contains("1 entries for 2 images"), "{err}");
+    }
+}

@@ -137,7 +137,7 @@ impl RasConfig {
         if let Some(&r) = self.error_reset_steps.iter().find(|&&r| r >= steps) {
             return Some((
                 "error_reset_steps",
-                format!("has reset step {r}, which is not below the step count {steps}"),
+                format!("reset step {r} is not below the step count {steps}"),
             ));
         }
         None
