@@ -71,7 +71,8 @@ pub async fn load(base: &str, api_key: Option<&str>, cfg: &LoadConfig) -> Result
     let start = Instant::now();
     let tasks: Vec<_> = (0..cfg.clients.max(1))
         .map(|_| {
-            let (client, target, next, results) = (client.clone(), target.clone(), next.clone(), results.clone());
+            let (client, target, next, results) =
+                (client.clone(), target.clone(), next.clone(), results.clone());
             let (extra, total, key) = (cfg.extra.clone(), cfg.requests, api_key.map(str::to_owned));
             tokio::spawn(async move {
                 loop {
@@ -90,14 +91,20 @@ pub async fn load(base: &str, api_key: Option<&str>, cfg: &LoadConfig) -> Result
                     let sent = Instant::now();
                     let outcome = match request.send().await {
                         Ok(r) if r.status().is_success() => r.json::<Value>().await.ok().map(|v| {
-                            let info: Value = v["info"].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+                            let info: Value = v["info"]
+                                .as_str()
+                                .and_then(|s| serde_json::from_str(s).ok())
+                                .unwrap_or_default();
                             let images = v["images"].as_array().map_or(0, Vec::len);
                             (images, info["batch_images"].as_u64().unwrap_or(1) as usize)
                         }),
                         _ => None,
                     };
                     let took = sent.elapsed().as_secs_f64();
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push((took, outcome));
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((took, outcome));
                 }
             })
         })
@@ -123,7 +130,11 @@ pub async fn load(base: &str, api_key: Option<&str>, cfg: &LoadConfig) -> Result
 
 /// Starts an in-process server per `max_batch` value (the rest of `config`
 /// as given, any free port) and load-tests each in turn.
-pub fn bench_serve(config: &ServeConfig, max_batches: &[usize], cfg: &LoadConfig) -> Result<Vec<(usize, LoadFigure)>> {
+pub fn bench_serve(
+    config: &ServeConfig,
+    max_batches: &[usize],
+    cfg: &LoadConfig,
+) -> Result<Vec<(usize, LoadFigure)>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -60,7 +60,10 @@ pub fn run(device: &super::DeviceArgs, args: &BenchServeArgs) -> Result<()> {
         }
         None => {
             let config = ServeConfig {
-                models: vec![args.model.clone().unwrap_or_else(|| super::generate::DEFAULT_MODEL.to_owned())],
+                models: vec![args
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| super::generate::DEFAULT_MODEL.to_owned())],
                 api_key: args.api_key.clone(),
                 max_queue: args.requests.max(1),
                 gpu: GpuOptions {
@@ -78,7 +81,10 @@ pub fn run(device: &super::DeviceArgs, args: &BenchServeArgs) -> Result<()> {
         }
     };
     if args.json {
-        let rows: Vec<_> = figures.iter().map(|(b, f)| row_json(*b, f, args.clients)).collect();
+        let rows: Vec<_> = figures
+            .iter()
+            .map(|(b, f)| row_json(*b, f, args.clients))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }

@@ -12,12 +12,13 @@ pub fn run(device: &super::DeviceArgs) -> Result<()> {
         );
     }
     println!(
-        "{:<40} {:<7} {:<13} {:<8} {:>10} {:>10} {:>8} {:>9}  features",
-        "adapter", "backend", "type", "compute", "binding", "buffer", "wg mem", "subgroup"
+        "{:>2} {:<40} {:<7} {:<13} {:<8} {:>10} {:>10} {:>8} {:>9}  features",
+        "#", "adapter", "backend", "type", "compute", "binding", "buffer", "wg mem", "subgroup"
     );
-    for a in &adapters {
+    for (i, a) in adapters.iter().enumerate() {
         println!(
-            "{:<40} {:<7} {:<13} {:<8} {:>10} {:>10} {:>8} {:>9}  {}",
+            "{:>2} {:<40} {:<7} {:<13} {:<8} {:>10} {:>10} {:>8} {:>9}  {}",
+            i,
             truncate(&a.name, 40),
             a.backend,
             a.device_type,

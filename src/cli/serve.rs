@@ -43,8 +43,9 @@ pub struct ServeArgs {
     #[arg(long = "max-batch", default_value_t = 4)]
     pub max_batch: usize,
     /// One worker per adapter: `all` (every Vulkan/Metal/DX12 adapter with
-    /// compute), or comma-separated name substrings. Default: the adapter
-    /// --adapter picks.
+    /// compute), or a comma-separated list of name substrings or numbers
+    /// from `ras info`'s # column (two cards of one model share a name).
+    /// Default: the one adapter --adapter picks.
     #[arg(long)]
     pub adapters: Option<String>,
     /// Most pixels (width × height) per image.

@@ -65,7 +65,8 @@ pub enum Adapters {
     /// Every adapter with compute shaders on Vulkan, Metal or DX12 (GL when
     /// there is none), one worker each.
     All,
-    /// Adapters whose names contain these substrings, one worker each.
+    /// One worker each: the adapter whose name contains the text, or for
+    /// a number, the adapter at that position in `ras info`'s list.
     Named(Vec<String>),
 }
 

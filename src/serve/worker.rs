@@ -72,7 +72,15 @@ pub(crate) fn devices(config: &ServeConfig) -> Result<Vec<GpuOptions>> {
     };
     Ok(match &config.adapters {
         Adapters::Default => vec![config.gpu.clone()],
-        Adapters::Named(names) => names.iter().map(|n| with(Some(n.clone()), None)).collect(),
+        // A number is a position in `ras info`'s list: two cards of one
+        // model share a name.
+        Adapters::Named(names) => names
+            .iter()
+            .map(|n| match n.parse() {
+                Ok(index) => with(None, Some(index)),
+                Err(_) => with(Some(n.clone()), None),
+            })
+            .collect(),
         Adapters::All => {
             let adapters = crate::gpu::list_adapters();
             let native = |b: &str| ["Vulkan", "Metal", "Dx12"].contains(&b);
@@ -298,4 +306,36 @@ fn preview_png(image: &Image, step: usize) -> Result<String> {
         source: e,
     })?;
     Ok(base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapters_map_to_one_device_each() {
+        let with = |adapters| ServeConfig {
+            adapters,
+            ..ServeConfig::default()
+        };
+        let named = devices(&with(Adapters::Named(vec!["llvm".into(), "1".into()]))).unwrap();
+        assert_eq!(named[0].adapter.as_deref(), Some("llvm"));
+        assert_eq!(
+            (named[1].adapter.as_deref(), named[1].adapter_index),
+            (None, Some(1))
+        );
+        // Every native adapter once; GL only where there is no native one.
+        let listed = crate::gpu::list_adapters();
+        let all = devices(&with(Adapters::All)).unwrap();
+        assert!(!all.is_empty());
+        for d in &all {
+            let a = &listed[d.adapter_index.expect("by position")];
+            assert!(a.compute);
+            assert!(
+                a.backend != "Gl" || listed.iter().all(|b| b.backend == "Gl"),
+                "{}",
+                a.backend
+            );
+        }
+    }
 }
