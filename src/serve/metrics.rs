@@ -31,6 +31,8 @@ struct StepLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdapterLabels {
+    /// Workers are numbered: two cards of one model share a name.
+    worker: String,
     adapter: String,
 }
 
@@ -93,7 +95,7 @@ impl Metrics {
             );
             r.register(
                 "gpu_memory_bytes",
-                "GPU memory held by the engine per adapter (weights, activations, cached buffers)",
+                "GPU memory held by the engine per worker and adapter (weights, activations, cached buffers)",
                 m.gpu_memory.clone(),
             );
             r.register(
@@ -144,9 +146,10 @@ impl Metrics {
         self.images.inc_by(n as u64);
     }
 
-    pub fn gpu_memory(&self, adapter: &str, bytes: u64) {
+    pub fn gpu_memory(&self, worker: usize, adapter: &str, bytes: u64) {
         self.gpu_memory
             .get_or_create(&AdapterLabels {
+                worker: worker.to_string(),
                 adapter: adapter.into(),
             })
             .set(bytes.min(i64::MAX as u64) as i64);

@@ -129,14 +129,15 @@ impl Ask {
                 format!("{} must be a finite number ≥ 0", req.guidance),
             ));
         }
-        let images = self.batch_size * self.n_iter;
+        let images = self.batch_size.saturating_mul(self.n_iter);
         if self.batch_size == 0 || self.n_iter == 0 || images > limits.max_images {
+            let asked = match self.n_iter {
+                1 => self.batch_size.to_string(),
+                n => format!("{} × n_iter {n} = {images} images", self.batch_size),
+            };
             return Err(field(
                 self.count_field,
-                format!(
-                    "{images} images (batch_size {} × n_iter {}) must be in 1..={}",
-                    self.batch_size, self.n_iter, limits.max_images
-                ),
+                format!("{asked} must be in 1..={} images per request", limits.max_images),
             ));
         }
         let seed = match self.seed {

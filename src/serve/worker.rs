@@ -153,7 +153,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize, options: GpuOptions, opened
         let m = gpu.memory();
         shared
             .metrics
-            .gpu_memory(&adapter, m.live_bytes + m.cached_bytes + m.weight_bytes);
+            .gpu_memory(index, &adapter, m.live_bytes + m.cached_bytes + m.weight_bytes);
     }
     status.ready.store(false, Ordering::SeqCst);
 }

@@ -85,7 +85,10 @@ async fn waiting_requests_run_as_one_batch_with_their_own_prompts_and_seeds() {
         text.contains("ras_step_duration_seconds_count{kind=\"ras\"}"),
         "{text}"
     );
-    assert!(text.contains("ras_gpu_memory_bytes{adapter="), "{text}");
+    assert!(
+        text.contains("ras_gpu_memory_bytes{worker=\"0\",adapter="),
+        "{text}"
+    );
 }
 
 /// Polls all futures together (the tests' own `join_all`).
