@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use ras::serve::{Handle, ServeConfig};
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 use crate::client::{config, decode_png, get, info, post, post_url, shared, url};
 
@@ -12,6 +13,13 @@ use crate::client::{config, decode_png, get, info, post, post_url, shared, url};
 /// abandoned by the tests that send it).
 fn long_job(prompt: &str) -> Value {
     json!({"prompt": prompt, "steps": 150, "width": 256, "height": 256, "seed": 1})
+}
+
+/// Sends a txt2img request in the background; the raw response, for
+/// tests that look at it after other calls.
+fn spawn_txt2img(server: &Handle, body: Value) -> JoinHandle<reqwest::Result<reqwest::Response>> {
+    let target = url(server, "/sdapi/v1/txt2img");
+    tokio::spawn(async move { reqwest::Client::new().post(target).json(&body).send().await })
 }
 
 /// Waits until the server reports a running job with at least one step done.
@@ -52,11 +60,10 @@ async fn waiting_requests_run_as_one_batch_with_their_own_prompts_and_seeds() {
         ("a white star", 14),
     ];
     // Occupy the worker so the four queue up behind it.
-    let blocker = tokio::spawn({
-        let body = json!({"prompt": "blocker", "steps": 12, "width": 256, "height": 256, "seed": 0});
-        let server_url = url(&server, "/sdapi/v1/txt2img");
-        async move { reqwest::Client::new().post(server_url).json(&body).send().await }
-    });
+    let blocker = spawn_txt2img(
+        &server,
+        json!({"prompt": "blocker", "steps": 12, "width": 256, "height": 256, "seed": 0}),
+    );
     wait_running(&server).await;
     let target = url(&server, "/sdapi/v1/txt2img");
     let batched = futures_join(cases.iter().map(|(p, s)| post_url(target.clone(), ask(p, *s)))).await;
@@ -124,16 +131,7 @@ async fn eight_concurrent_clients_are_all_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_interrupt_and_disconnect() {
     let server = Handle::spawn(config()).unwrap();
-    let job = tokio::spawn({
-        let target = url(&server, "/sdapi/v1/txt2img");
-        async move {
-            reqwest::Client::new()
-                .post(target)
-                .json(&long_job("a red circle"))
-                .send()
-                .await
-        }
-    });
+    let job = spawn_txt2img(&server, long_job("a red circle"));
     let first = wait_running(&server).await;
     assert_eq!(first["state"]["sampling_steps"], 150);
     assert!(first["progress"].as_f64().unwrap() > 0.0);
@@ -198,27 +196,9 @@ async fn a_full_queue_answers_503_with_retry_after() {
         ..config()
     })
     .unwrap();
-    let running = tokio::spawn({
-        let target = url(&server, "/sdapi/v1/txt2img");
-        async move {
-            reqwest::Client::new()
-                .post(target)
-                .json(&long_job("first"))
-                .send()
-                .await
-        }
-    });
+    let running = spawn_txt2img(&server, long_job("first"));
     wait_running(&server).await;
-    let queued = tokio::spawn({
-        let target = url(&server, "/sdapi/v1/txt2img");
-        async move {
-            reqwest::Client::new()
-                .post(target)
-                .json(&long_job("second"))
-                .send()
-                .await
-        }
-    });
+    let queued = spawn_txt2img(&server, long_job("second"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !get(&server, "/metrics")
         .await
