@@ -81,8 +81,8 @@ pub(crate) async fn txt2img(
     let infotexts: Vec<String> = (0..done.images.len())
         .map(|i| image_parameters(&shared, &order, i))
         .collect();
-    let images = encode_images(done.images.clone(), infotexts.clone()).await?;
     let info = info(&shared, &order, &done, &infotexts, started);
+    let images = encode_images(done.images, infotexts).await?;
     Ok(Json(json!({
         "images": images,
         "parameters": echo(&shared, &order),
