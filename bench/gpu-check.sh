@@ -229,6 +229,9 @@ main() {
 		# The same with f16 activations (printed, not compared: the f32 run is the reference).
 		run_stage "bench sd3 f16 activations" 60 "$WORK/sd3-f16.txt" \
 			"$RAS_BIN" bench sd3 --layers 24 --size 1024 --batch 2 --reps 2 --precision f16
+		# `ras serve` throughput without and with batching (demo model, in-process servers).
+		run_stage "bench serve (demo model, --max-batch 1 vs 8)" 60 "$WORK/serve.txt" \
+			"$RAS_BIN" bench serve --clients 8 --requests 32 --max-batch 1,8
 	fi
 	run_stage "PyTorch + diffusers (bench/torch_sd3.py)" 150 "$WORK/torch.txt" \
 		"$PY" bench/torch_sd3.py --json "$WORK/torch.json" "${torch_args[@]}"
