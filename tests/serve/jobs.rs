@@ -224,3 +224,45 @@ async fn a_full_queue_answers_503_with_retry_after() {
     post(&server, "/sdapi/v1/interrupt", &json!({})).await;
     assert!(queued.await.unwrap().unwrap().status().is_success());
 }
+
+/// Several models in one server, picked per request; Lumina batches only
+/// requests with one prompt (its text rows are as long as the prompt).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lumina_model_beside_the_demo_batches_by_prompt() {
+    let lumina = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/lumina_pipeline/model"
+    );
+    let mut cfg = config();
+    cfg.models.push(lumina.to_owned());
+    let server = Handle::spawn(cfg).unwrap();
+    let models = get(&server, "/sdapi/v1/sd-models").await.json;
+    let names: Vec<&str> = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ras-demo", "model"]);
+    assert_eq!(models[1]["family"], "Lumina-Next");
+    let ask = |prompt: &str, seed: u64| json!({"prompt": prompt, "steps": 4, "seed": seed, "override_settings": {"sd_model_checkpoint": "model"}});
+    let blocker = spawn_txt2img(&server, json!({"prompt": "blocker", "steps": 12, "seed": 0}));
+    wait_running(&server).await;
+    let target = url(&server, "/sdapi/v1/txt2img");
+    let cases = [("a red circle", 1), ("a red circle", 2), ("a blue square", 3)];
+    let answers = futures_join(cases.iter().map(|(p, s)| post_url(target.clone(), ask(p, *s)))).await;
+    assert!(blocker.await.unwrap().unwrap().status().is_success());
+    for (answer, want_batch) in answers.iter().zip([2, 2, 1]) {
+        assert_eq!(answer.status, 200, "{}", answer.json);
+        let info = info(answer);
+        assert_eq!(info["sd_model_name"], "model");
+        assert_eq!(info["batch_images"], want_batch, "{info}");
+        let png = decode_png(&answer.json["images"][0]);
+        assert_eq!((png.width, png.height), (128, 128), "Lumina's native size");
+    }
+    let alone = post(&server, "/sdapi/v1/txt2img", &ask("a red circle", 2)).await;
+    assert_eq!(
+        decode_png(&alone.json["images"][0]).rgb,
+        decode_png(&answers[1].json["images"][0]).rgb
+    );
+}
