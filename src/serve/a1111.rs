@@ -299,11 +299,45 @@ pub(crate) async fn sd_models(State(shared): State<Arc<Shared>>) -> Json<Value> 
 }
 
 pub(crate) async fn options(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let default = shared.model(None).expect("the default model exists");
     Json(json!({
-        "sd_model_checkpoint": shared.models[0].name,
+        "sd_model_checkpoint": shared.models[default].name,
         "samples_format": "png",
         "sd_checkpoint_hash": Value::Null,
     }))
+}
+
+/// A1111 clients switch models by setting `sd_model_checkpoint`; here it
+/// picks the default for requests that name no model (every model is
+/// loaded already, so nothing is loaded or unloaded). Other options are
+/// accepted and ignored.
+#[derive(Debug, Deserialize)]
+struct SetOptions {
+    sd_model_checkpoint: Option<String>,
+}
+
+pub(crate) async fn set_options(
+    State(shared): State<Arc<Shared>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let o: SetOptions = parse_json(API, &body(API, raw, &shared)?)?;
+    if let Some(name) = o.sd_model_checkpoint {
+        let model = shared.model(Some(&name)).ok_or_else(|| {
+            ApiError::field(
+                API,
+                "sd_model_checkpoint",
+                format!(
+                    "unknown model '{name}'; this server has: {}",
+                    shared.model_names()
+                ),
+            )
+        })?;
+        shared
+            .default_model
+            .store(model, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(model = name, "default model changed");
+    }
+    Ok(Json(Value::Null))
 }
 
 pub(crate) async fn samplers() -> Json<Value> {

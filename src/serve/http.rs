@@ -28,7 +28,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/sdapi/v1/progress", get(a1111::progress))
         .route("/sdapi/v1/interrupt", post(a1111::interrupt))
         .route("/sdapi/v1/sd-models", get(a1111::sd_models))
-        .route("/sdapi/v1/options", get(a1111::options))
+        .route("/sdapi/v1/options", get(a1111::options).post(a1111::set_options))
         .route("/sdapi/v1/samplers", get(a1111::samplers))
         .route("/v1/images/generations", post(openai::generations))
         .route("/healthz", get(|| async { "ok" }))

@@ -21,7 +21,7 @@ mod worker;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -169,14 +169,18 @@ pub(crate) struct Shared {
     /// Set when the shutdown deadline passes: running jobs stop.
     pub cancel_running: AtomicBool,
     pub next_request: AtomicU64,
+    /// The model requests that name none get (`POST /sdapi/v1/options`
+    /// changes it, as in A1111; the first `--model` at start).
+    pub default_model: AtomicUsize,
     /// Seconds a batch took, smoothed (f64 bits), for Retry-After.
     pub batch_seconds: AtomicU64,
 }
 
 impl Shared {
+    /// The model a request names, or the default one.
     pub fn model(&self, name: Option<&str>) -> Option<usize> {
         match name {
-            None => Some(0),
+            None => Some(self.default_model.load(Ordering::Relaxed)),
             Some(n) => self.models.iter().position(|m| m.name == n),
         }
     }
@@ -240,6 +244,7 @@ impl Server {
             draining: AtomicBool::new(false),
             cancel_running: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
+            default_model: AtomicUsize::new(0),
             batch_seconds: AtomicU64::new(1.0f64.to_bits()),
             models,
             config,

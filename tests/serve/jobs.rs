@@ -260,7 +260,35 @@ async fn a_lumina_model_beside_the_demo_batches_by_prompt() {
         let png = decode_png(&answer.json["images"][0]);
         assert_eq!((png.width, png.height), (128, 128), "Lumina's native size");
     }
-    let alone = post(&server, "/sdapi/v1/txt2img", &ask("a red circle", 2)).await;
+    // A1111 clients switch the default model through the options.
+    let set = post(
+        &server,
+        "/sdapi/v1/options",
+        &json!({"sd_model_checkpoint": "model"}),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.json);
+    assert_eq!(
+        get(&server, "/sdapi/v1/options").await.json["sd_model_checkpoint"],
+        "model"
+    );
+    let unknown = post(
+        &server,
+        "/sdapi/v1/options",
+        &json!({"sd_model_checkpoint": "sd_xl_base_1.0"}),
+    )
+    .await;
+    assert_eq!(
+        (unknown.status.as_u16(), &unknown.json["field"]),
+        (422, &json!("sd_model_checkpoint"))
+    );
+    let alone = post(
+        &server,
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "a red circle", "steps": 4, "seed": 2}),
+    )
+    .await;
+    assert_eq!(info(&alone)["sd_model_name"], "model");
     assert_eq!(
         decode_png(&alone.json["images"][0]).rgb,
         decode_png(&answers[1].json["images"][0]).rgb
