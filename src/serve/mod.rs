@@ -12,6 +12,7 @@
 
 mod a1111;
 mod error;
+mod handle;
 mod http;
 mod metrics;
 mod openai;
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::pipeline::ModelConfig;
 
+pub use handle::Handle;
 use metrics::Metrics;
 use queue::Queue;
 use worker::WorkerStatus;
@@ -331,69 +333,6 @@ impl Server {
         .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// A server on its own thread and runtime, for tests and for hosts that
-/// embed one.
-pub struct Handle {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<()>>>,
-}
-
-impl Handle {
-    pub fn spawn(config: ServeConfig) -> Result<Handle> {
-        let server = Server::start(config)?;
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("ras-serve".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::Io {
-                        what: "starting the Tokio runtime".into(),
-                        source: e,
-                    })?;
-                runtime.block_on(server.run(async {
-                    let _ = stopped.await;
-                }))
-            })
-            .expect("spawning a thread");
-        Ok(Handle {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Begins a graceful shutdown and waits for it to finish.
-    pub fn shutdown(mut self) -> Result<()> {
-        self.stop_and_join()
-    }
-
-    fn stop_and_join(&mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(Error::Invalid("the server thread panicked".into()))),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        let _ = self.stop_and_join();
     }
 }
 

@@ -264,18 +264,20 @@ fn run_job(
     req: &GenerateRequest,
     batch: &[Unit],
 ) -> Result<Option<Vec<Image>>> {
-    let mut job = pipeline.start(req)?;
+    // Running from the prompt encoding on, so that progress shows it and
+    // an interrupt during it stops the batch before its first step.
     status.set_running(Some(Running {
         started: Instant::now(),
         timestamp: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         step: 0,
-        steps: job.steps(),
+        steps: req.steps,
         images: req.num_images,
         requests: batch.len(),
         preview: None,
     }));
+    let mut job = pipeline.start(req)?;
     while !job.is_done() {
         if status.interrupt.load(Ordering::SeqCst)
             || shared.cancel_running.load(Ordering::SeqCst)
