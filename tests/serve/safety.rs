@@ -205,3 +205,18 @@ fn binding_beyond_loopback_needs_a_key_or_insecure() {
         server.shutdown().unwrap();
     }
 }
+
+/// The command line refuses an open address without a key before it
+/// touches a GPU, with a message saying what to do.
+#[test]
+fn the_command_line_refuses_an_open_address_without_a_key() {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ras"))
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .env_remove("RAS_API_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing to serve on 0.0.0.0 without --api-key"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}
