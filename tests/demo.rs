@@ -52,7 +52,9 @@ fn score_held_out_prompts() -> Scores {
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo_prompts.json");
     let expected = read_expected(&prompts).unwrap();
     assert!(expected.len() >= 20, "{} held-out prompts", expected.len());
-    let ras = RasConfig::sd3_example(STEPS);
+    // The model's RAS defaults (its ras_defaults.json over the SD3 example).
+    let ras = pipeline.ras_defaults(&request("", 0));
+    assert_eq!(ras.high_ratio, 0.0, "models/ras-demo/ras_defaults.json is read");
     warm_up(&mut pipeline, &request("", 0), &ras).unwrap();
     let (mut dense_ok, mut ras_ok, mut ssim) = (0, 0, Vec::new());
     let (mut dense_shape, mut ras_shape) = (0, 0);
@@ -151,7 +153,7 @@ fn demo_model_f16_matches_f32() {
     ];
     for (i, prompt) in prompts.iter().enumerate() {
         let mut req = request(prompt, 100 + i as u64);
-        req.ras = RasConfig::sd3_example(STEPS);
+        req.ras = pipeline.ras_defaults(&req);
         let f32_image = pipeline
             .generate(&req, |_| std::ops::ControlFlow::Continue(()))
             .unwrap();

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use ras::gpu::{Gpu, GpuOptions};
 use ras::models::vae::VaeDecoder;
 use ras::pipeline::{
-    parameters, write_png, GenerateRequest, ModelDir, Pipeline, PipelineOptions, TextEncoders,
+    parameters, write_png, GenerateRequest, ModelConfig, ModelDir, Pipeline, PipelineOptions, TextEncoders,
+    RAS_DEFAULTS_FILE,
 };
 use ras::ras::RasConfig;
 use ras::reference::rel_err;
@@ -403,4 +404,56 @@ fn repeated_text_rows_computed_once_give_the_same_output() {
     assert!(err < 1e-5, "compacted text rows: {err:.3e}");
     // Without the weights the compacted call is a different model input.
     assert!(rel_err(&run(&compact, None), &want) > 1e-3);
+}
+
+/// A model folder's ras_defaults.json tunes the step-independent RAS
+/// defaults over the family's example; a bad one is refused naming the file.
+#[test]
+fn a_model_folder_can_carry_its_ras_defaults() {
+    let dir = copied_model("");
+    let file = dir.path().join(RAS_DEFAULTS_FILE);
+    let load = || ModelConfig::open(dir.path().to_str().unwrap());
+    let mut req = load().unwrap().request("a red circle");
+    req.steps = 10;
+    let example = RasConfig::sd3_example(10);
+    assert_eq!(
+        load().unwrap().ras_defaults(&req),
+        example,
+        "no file: the example"
+    );
+    std::fs::write(
+        &file,
+        r#"{"_comment": "why", "high_ratio": 0.0, "sample_ratio": 0.25, "metric": "l2norm"}"#,
+    )
+    .unwrap();
+    let tuned = load().unwrap().ras_defaults(&req);
+    assert_eq!(
+        tuned,
+        RasConfig {
+            high_ratio: 0.0,
+            sample_ratio: 0.25,
+            metric: ras::kernels::metric::Metric::L2Norm,
+            ..example
+        }
+    );
+    assert_eq!(
+        load().unwrap().request("x").ras.high_ratio,
+        0.0,
+        "requests start from it"
+    );
+    for (text, says) in [
+        (r#"{"high_ratio": 2}"#, "high_ratio 2 must be in [0, 1]"),
+        (
+            r#"{"error_reset_steps": [3]}"#,
+            "unknown field `error_reset_steps`",
+        ),
+        (r#"{"metric": "max"}"#, "metric 'max' is not std or l2norm"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = load().unwrap_err().to_string();
+        assert!(
+            err.contains(RAS_DEFAULTS_FILE) && err.contains(says),
+            "{text}: {err}"
+        );
+    }
 }

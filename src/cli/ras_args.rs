@@ -42,9 +42,10 @@ pub struct RasArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// Fraction of image tokens computed on RAS steps, in (0, 1]. 1 is plain
-    /// dense sampling.
-    #[arg(long = "sample-ratio", alias = "sample_ratio", default_value_t = 0.5)]
-    sample_ratio: f64,
+    /// dense sampling. Default: 0.5, or the model folder's
+    /// ras_defaults.json.
+    #[arg(long = "sample-ratio", alias = "sample_ratio")]
+    sample_ratio: Option<f64>,
     /// Plain dense sampling (same as --sample-ratio 1).
     #[arg(long)]
     dense: bool,
@@ -55,16 +56,19 @@ pub struct RasArgs {
     #[arg(long = "error-reset-steps", alias = "error_reset_steps")]
     error_reset_steps: Option<String>,
     /// How each latent pixel is scored before averaging over its patch.
-    #[arg(long, value_enum, default_value = "std")]
-    metric: MetricArg,
+    /// Default: std, or the model folder's ras_defaults.json.
+    #[arg(long, value_enum)]
+    metric: Option<MetricArg>,
     /// Share of skipped tokens taken from the highest scores (the rest from
     /// the lowest), in [0, 1]. Default: 0.3 for SD3, 1 for Lumina (the
-    /// original's examples).
+    /// original's examples), or the model folder's ras_defaults.json (the
+    /// demo model's: 0).
     #[arg(long = "high-ratio", alias = "high_ratio")]
     high_ratio: Option<f64>,
     /// k in score · exp(k · times dropped): favours long-skipped tokens.
-    #[arg(long = "starvation-scale", alias = "starvation_scale", default_value_t = 0.1)]
-    starvation_scale: f64,
+    /// Default: 0.1, or the model folder's ras_defaults.json.
+    #[arg(long = "starvation-scale", alias = "starvation_scale")]
+    starvation_scale: Option<f64>,
     /// First step that may skip tokens; earlier steps are dense warm-up and
     /// the step before it fills the K/V cache. At least 1.
     #[arg(
@@ -98,14 +102,14 @@ impl RasArgs {
             Some(list) => Some(RasOverrides::parse_steps(list).context("--error-reset-steps")?),
         };
         let overrides = RasOverrides {
-            sample_ratio: Some(self.sample_ratio),
+            sample_ratio: self.sample_ratio,
             dense: self.dense,
-            metric: Some(match self.metric {
+            metric: self.metric.map(|m| match m {
                 MetricArg::Std => Metric::Std,
                 MetricArg::L2norm => Metric::L2Norm,
             }),
             high_ratio: self.high_ratio,
-            starvation_scale: Some(self.starvation_scale),
+            starvation_scale: self.starvation_scale,
             scheduler_start_step: Some(self.scheduler_start_step),
             scheduler_end_step: self.scheduler_end_step,
             error_reset_steps,

@@ -23,7 +23,7 @@ pub use generate::{Event, Generation, Image, Pipeline, PipelineOptions};
 pub use job::{Advance, Job};
 pub use lumina_encode::LuminaTextEncoder;
 pub use memory::MemoryEstimate;
-pub use model_config::ModelConfig;
+pub use model_config::{ModelConfig, RAS_DEFAULTS_FILE};
 pub use model_dir::{ModelDir, ModelIndex, DEMO_MODEL};
 pub use model_info::TransformerInfo;
 pub use png::{encode_png, parameters, read_parameters, write_png};

@@ -2,10 +2,15 @@
 //! no weight loaded and no device: enough to fill in a request's defaults
 //! and to check it (a server checks requests with it before they queue).
 
+use serde::Deserialize;
+
+use crate::config::{config_error, read_json};
 use crate::error::{Error, Result};
+use crate::kernels::metric::Metric;
 use crate::models::vae::VaeConfig;
 use crate::models::Family;
-use crate::ras::RasConfig;
+use crate::ras::config::SD3_EXAMPLE_STEPS;
+use crate::ras::{RasConfig, RasOverrides};
 use crate::sampling::SchedulerConfig;
 
 use super::model_dir::ModelDir;
@@ -18,6 +23,56 @@ pub struct ModelConfig {
     pub transformer_info: TransformerInfo,
     pub vae_config: VaeConfig,
     pub scheduler: SchedulerConfig,
+    /// The folder's `ras_defaults.json` (none set without one).
+    pub ras_file: RasOverrides,
+}
+
+/// The name of the optional file in a model folder (beside
+/// `model_index.json`) that tunes the step-independent RAS defaults for
+/// that model: `sample_ratio`, `high_ratio`, `metric`, `starvation_scale`.
+/// The schedule (start, end, reset steps, ramp) stays the family's
+/// example, scaled to the step count.
+pub const RAS_DEFAULTS_FILE: &str = "ras_defaults.json";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RasDefaultsFile {
+    sample_ratio: Option<f64>,
+    high_ratio: Option<f64>,
+    metric: Option<String>,
+    starvation_scale: Option<f64>,
+    /// Why these values (ignored; for the reader).
+    #[serde(rename = "_comment")]
+    _comment: Option<String>,
+}
+
+/// Reads and checks `ras_defaults.json` if the folder has one.
+fn read_ras_file(dir: &ModelDir) -> Result<RasOverrides> {
+    let path = dir.root.join(RAS_DEFAULTS_FILE);
+    if !path.exists() {
+        return Ok(RasOverrides::default());
+    }
+    let f: RasDefaultsFile = read_json(&path)?;
+    let metric = match f.metric.as_deref() {
+        None => None,
+        Some(name) => Some(
+            Metric::from_name(name)
+                .ok_or_else(|| config_error(&path, format!("metric '{name}' is not std or l2norm")))?,
+        ),
+    };
+    let overrides = RasOverrides {
+        sample_ratio: f.sample_ratio,
+        high_ratio: f.high_ratio,
+        metric,
+        starvation_scale: f.starvation_scale,
+        ..RasOverrides::default()
+    };
+    // The family's example at its own step count, with these over it.
+    let probe = overrides.resolve(SD3_EXAMPLE_STEPS, 4096, RasConfig::sd3_example(SD3_EXAMPLE_STEPS));
+    if let Some((field, message)) = probe.problem(SD3_EXAMPLE_STEPS) {
+        return Err(config_error(&path, format!("{field} {message}")));
+    }
+    Ok(overrides)
 }
 
 impl ModelConfig {
@@ -29,6 +84,7 @@ impl ModelConfig {
             transformer_info: TransformerInfo::read(&dir)?,
             vae_config: VaeConfig::from_file(&config("vae", "config.json"))?,
             scheduler: SchedulerConfig::from_file(&config("scheduler", "scheduler_config.json"))?,
+            ras_file: read_ras_file(&dir)?,
             dir,
         })
     }
@@ -65,10 +121,14 @@ impl ModelConfig {
         self.transformer_info.max_grid * self.size_multiple()
     }
 
-    /// The original's RAS example for this model, fitted to the request's
-    /// step count and size (see [`ras_defaults`](super::ras_defaults)).
+    /// The original's RAS example for this model's family, fitted to the
+    /// request's step count and size (see
+    /// [`ras_defaults`](super::ras_defaults)), with the folder's
+    /// `ras_defaults.json` over it.
     pub fn ras_defaults(&self, req: &GenerateRequest) -> RasConfig {
-        super::ras_defaults(self.family(), req.steps, self.image_tokens(req))
+        let tokens = self.image_tokens(req);
+        let example = super::ras_defaults(self.family(), req.steps, tokens);
+        self.ras_file.resolve(req.steps, tokens, example)
     }
 
     /// Image tokens of the request's size.

@@ -217,6 +217,9 @@ fn the_command_line_refuses_an_open_address_without_a_key() {
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
-    assert!(err.contains("refusing to serve on 0.0.0.0 without --api-key"), "{err}");
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0 without --api-key"),
+        "{err}"
+    );
     assert!(!err.contains("backtrace"), "{err}");
 }
