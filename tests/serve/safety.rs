@@ -223,3 +223,17 @@ fn the_command_line_refuses_an_open_address_without_a_key() {
     );
     assert!(!err.contains("backtrace"), "{err}");
 }
+
+/// A worker whose adapter cannot be opened fails the start, naming it.
+#[test]
+fn an_adapter_that_does_not_exist_fails_the_start() {
+    let config = ServeConfig {
+        adapters: ras::serve::Adapters::Named(vec!["no-such-gpu-xyz".into()]),
+        ..config()
+    };
+    let err = Server::start(config).err().expect("refused").to_string();
+    assert!(
+        err.contains("no usable GPU adapter found matching 'no-such-gpu-xyz'"),
+        "{err}"
+    );
+}
