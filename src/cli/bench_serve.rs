@@ -3,7 +3,6 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use ras::bench::serve::{bench_serve, load, LoadConfig, LoadFigure};
-use ras::gpu::GpuOptions;
 use ras::serve::ServeConfig;
 use serde_json::json;
 
@@ -66,12 +65,7 @@ pub fn run(device: &super::DeviceArgs, args: &BenchServeArgs) -> Result<()> {
                     .unwrap_or_else(|| super::generate::DEFAULT_MODEL.to_owned())],
                 api_key: args.api_key.clone(),
                 max_queue: args.requests.max(1),
-                gpu: GpuOptions {
-                    adapter: device.adapter.clone(),
-                    max_submit_ms: device.max_submit_ms,
-                    max_memory_bytes: device.max_gpu_memory.map(|b| b.as_u64()),
-                    ..Default::default()
-                },
+                gpu: device.gpu_options(),
                 ..ServeConfig::default()
             };
             bench_serve(&config, &args.max_batch, &cfg)?

@@ -60,6 +60,18 @@ pub struct DeviceArgs {
     pub max_gpu_memory: Option<bytesize::ByteSize>,
 }
 
+impl DeviceArgs {
+    /// The device options these flags ask for (also each server worker's).
+    pub fn gpu_options(&self) -> ras::gpu::GpuOptions {
+        ras::gpu::GpuOptions {
+            adapter: self.adapter.clone(),
+            max_submit_ms: self.max_submit_ms,
+            max_memory_bytes: self.max_gpu_memory.map(|b| b.as_u64()),
+            ..Default::default()
+        }
+    }
+}
+
 fn positive_ms(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(ms) if ms > 0.0 => Ok(ms),
@@ -71,12 +83,7 @@ fn positive_ms(s: &str) -> Result<f64, String> {
 /// the best one, and picks its kernel variants (saying so when a faster one
 /// failed its self-test).
 pub fn open(device: &DeviceArgs) -> anyhow::Result<ras::gpu::Gpu> {
-    let gpu = ras::gpu::Gpu::new(&ras::gpu::GpuOptions {
-        adapter: device.adapter.clone(),
-        max_submit_ms: device.max_submit_ms,
-        max_memory_bytes: device.max_gpu_memory.map(|b| b.as_u64()),
-        ..Default::default()
-    })?;
+    let gpu = ras::gpu::Gpu::new(&device.gpu_options())?;
     let variants = ras::kernels::variant::variants(&gpu)?;
     for (family, choice) in [("linear", &variants.linear), ("attention", &variants.attention)] {
         if let Some(warning) = &choice.warning {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ras::gpu::GpuOptions;
 use ras::serve::{Adapters, Limits, ServeConfig, Server};
 
 #[derive(Args, Debug)]
@@ -101,12 +100,7 @@ pub fn run(device: &super::DeviceArgs, args: &ServeArgs) -> Result<()> {
             Some("all") => Adapters::All,
             Some(list) => Adapters::Named(list.split(',').map(|s| s.trim().to_owned()).collect()),
         },
-        gpu: GpuOptions {
-            adapter: device.adapter.clone(),
-            max_submit_ms: device.max_submit_ms,
-            max_memory_bytes: device.max_gpu_memory.map(|b| b.as_u64()),
-            ..Default::default()
-        },
+        gpu: device.gpu_options(),
         warmup: !args.no_warmup,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
     };

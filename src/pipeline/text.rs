@@ -36,22 +36,12 @@ impl TextStage {
         let guided = crate::sampling::guided(req.guidance);
         match self {
             TextStage::Sd3 { encoders, joint_dim } => {
-                let embed = |negative: bool| {
-                    let prompts: Vec<&str> = (0..req.num_images)
-                        .map(|i| {
-                            let (p, n) = req.prompts_of(i);
-                            if negative {
-                                n
-                            } else {
-                                p
-                            }
-                        })
-                        .collect();
-                    encoders.encode(gpu, &prompts, req.max_sequence_length, *joint_dim)
-                };
-                let cond = embed(false)?.into_conditioning();
+                let (prompts, negatives): (Vec<&str>, Vec<&str>) =
+                    (0..req.num_images).map(|i| req.prompts_of(i)).unzip();
+                let embed = |texts: &[&str]| encoders.encode(gpu, texts, req.max_sequence_length, *joint_dim);
+                let cond = embed(&prompts)?.into_conditioning();
                 let uncond = guided
-                    .then(|| embed(true))
+                    .then(|| embed(&negatives))
                     .transpose()?
                     .map(PromptEmbeds::into_conditioning);
                 Ok((cond, uncond))
