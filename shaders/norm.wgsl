@@ -1,6 +1,6 @@
 // Row normalisation: LayerNorm, RMSNorm and GroupNorm in one kernel.
 //
-// Each workgroup normalises one row of n contiguous elements:
+// Normalises rows of n contiguous elements:
 //   LayerNorm  y = (x - mean) / sqrt(var + eps) * weight + bias     (RMS = false)
 //   RMSNorm    y = x / sqrt(mean(x²) + eps) * weight                (RMS = true)
 // optionally followed by SiLU (SILU = true; the VAE's GroupNorm → SiLU) or
@@ -12,15 +12,22 @@
 // of element `col` of row `row` is (row % groups) * (n / hw) + col / hw,
 // which is `col` for LayerNorm (groups = 1, hw = 1).
 //
-// Reductions use a single barrier each: every invocation writes its partial
-// sum to workgroup memory and then adds up all 64 itself, instead of a
-// log-depth tree (barriers are the expensive part on software Vulkan).
+// Two entry points. `main`: a workgroup per row; reductions use a single
+// barrier each: every invocation writes its partial sum to workgroup memory
+// and then adds up all 64 itself, instead of a log-depth tree (barriers are
+// the expensive part on software Vulkan). `per_lane`: one invocation per
+// row, no barrier and no workgroup memory; on software Vulkan, where a
+// workgroup is a loop over SIMD lanes on one core, that was ~10× faster for
+// the DiT's rows of a few hundred (each barrier splits the loop, and the 64
+// partial sums cost more loads than the row itself). On a GPU a lane per row
+// would leave the rows' reads uncoalesced and most of the device idle, so
+// the host takes `per_lane` on software adapters only (kernels/norm.rs).
 // Variance is computed around the mean (two passes), not as E[x²] - E[x]².
 //
 // Bindings: 0 x [rows, n] in ACT_T (f32 or f16; statistics in f32), 1 weight, 2 bias (W_DTYPE words: 0 f32, 1 f16,
 // 2 bf16; ignored unless has_weight / has_bias), 3 emb [B, emb_stride] f32
 // (read only when modulating), 4 out [rows, n] in OUT_T, 5 params.
-// Dispatch: one workgroup per row.
+// Dispatch: `main` one workgroup per row; `per_lane` ceil(rows / 64).
 
 override W_DTYPE: u32 = 0u;
 override RMS: bool = false;
@@ -50,6 +57,30 @@ struct Params {
 
 var<workgroup> partial_a: array<f32, 64>;
 var<workgroup> partial_b: array<f32, 64>;
+
+// Row `row`'s element i, normalised to y, through the affine parameters,
+// SiLU and modulation.
+fn finish(row: u32, i: u32, y_in: f32) -> OUT_T {
+    var y = y_in;
+    let a = (row % p.groups) * (p.n / p.hw) + i / p.hw;
+    if p.has_weight != 0u {
+        y *= decode(W_DTYPE, weight[word_index(W_DTYPE, a)], a);
+    }
+    if p.has_bias != 0u {
+        y += decode(W_DTYPE, bias[word_index(W_DTYPE, a)], a);
+    }
+    if SILU {
+        y = y / (1.0 + exp(-y));
+    }
+    if MODULATE != 0u {
+        let e = (row / p.rows_per_batch) * p.emb_stride;
+        y *= 1.0 + emb[e + p.scale_off + i];
+        if MODULATE == 1u {
+            y += emb[e + p.shift_off + i];
+        }
+    }
+    return OUT_T(y);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -86,26 +117,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         total2 += partial_b[j];
     }
     let inv = inverseSqrt(total2 / f32(p.n) + p.eps);
-    let affine_row = (row % p.groups) * (p.n / p.hw);
     for (var i = lid; i < p.n; i += 64u) {
-        var y = (f32(x[base + i]) - mean) * inv;
-        let a = affine_row + i / p.hw;
-        if p.has_weight != 0u {
-            y *= decode(W_DTYPE, weight[word_index(W_DTYPE, a)], a);
+        out[base + i] = finish(row, i, (f32(x[base + i]) - mean) * inv);
+    }
+}
+
+@compute @workgroup_size(64)
+fn per_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let row = flat_workgroup(wid, nwg) * 64u + lid;
+    if row >= p.rows {
+        return;
+    }
+    let base = row * p.n;
+    var mean = 0.0;
+    if !RMS {
+        var s = 0.0;
+        for (var i = 0u; i < p.n; i++) {
+            s += f32(x[base + i]);
         }
-        if p.has_bias != 0u {
-            y += decode(W_DTYPE, bias[word_index(W_DTYPE, a)], a);
-        }
-        if SILU {
-            y = y / (1.0 + exp(-y));
-        }
-        if MODULATE != 0u {
-            let e = (row / p.rows_per_batch) * p.emb_stride;
-            y *= 1.0 + emb[e + p.scale_off + i];
-            if MODULATE == 1u {
-                y += emb[e + p.shift_off + i];
-            }
-        }
-        out[base + i] = OUT_T(y);
+        mean = s / f32(p.n);
+    }
+    var s2 = 0.0;
+    for (var i = 0u; i < p.n; i++) {
+        let d = f32(x[base + i]) - mean;
+        s2 += d * d;
+    }
+    let inv = inverseSqrt(s2 / f32(p.n) + p.eps);
+    for (var i = 0u; i < p.n; i++) {
+        out[base + i] = finish(row, i, (f32(x[base + i]) - mean) * inv);
     }
 }

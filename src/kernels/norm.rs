@@ -85,6 +85,19 @@ fn modulation_layout(op: &'static str, m: &Modulation, l: &Layout) -> Result<(us
     Ok((l.rows / b, count * d, shift, m.scale.index * d))
 }
 
+/// Rows up to this long take the shader's `per_lane` entry point on
+/// software adapters: a row's three passes are one lane's serial loops.
+const PER_LANE_MAX_N: usize = 4096;
+/// Fewer rows than one workgroup of lanes keep `main`, which spreads a
+/// row over 64 lanes (GroupNorm's few long rows in the VAE).
+const PER_LANE_MIN_ROWS: usize = 64;
+
+/// Whether `l` runs a lane per row (`per_lane`) rather than a workgroup per
+/// row (`main`); see shaders/norm.wgsl.
+fn per_lane(gpu: &Gpu, l: &Layout) -> bool {
+    gpu.is_software() && l.n <= PER_LANE_MAX_N && l.rows >= PER_LANE_MIN_ROWS
+}
+
 fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: Mode) -> Result<Tensor> {
     if !matches!(x.dtype(), DType::F32 | DType::F16) {
         return Err(Error::DType {
@@ -131,7 +144,9 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: M
         has_bias: a.bias.is_some() as u32,
     };
     let act = storage_type(gpu, op, x)?;
+    let lanes = per_lane(gpu, &l);
     let kernel = Kernel::new("norm")
+        .entry(if lanes { "per_lane" } else { "main" })
         .template("ACT_T", act)
         .template("OUT_T", act)
         .constant("W_DTYPE", code)
@@ -153,7 +168,7 @@ fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: M
         &[x.arg()?, w, b, emb],
         &[out.arg()?],
         bytemuck::bytes_of(&params),
-        groups(l.rows, 1)?,
+        groups(if lanes { l.rows.div_ceil(64) } else { l.rows }, 1)?,
     )?;
     Ok(out)
 }

@@ -8,6 +8,8 @@ use crate::common::{check, gpu, randn, rng};
 fn layer_norm_and_rms_norm() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
+    // On software adapters 67 rows take the lane-per-row entry point, the
+    // others a workgroup per row (kernels/norm.rs); on GPUs all the latter.
     for (rows, d) in [(67, 45), (3, 1536), (1, 7)] {
         // An offset mean checks that variance is taken around the mean.
         let x: Vec<f32> = randn(&mut rng, rows * d).iter().map(|v| v * 2.0 + 3.0).collect();
@@ -50,23 +52,27 @@ fn layer_norm_and_rms_norm() {
 fn group_norm_with_and_without_silu() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
-    let (b, c, h, w, groups) = (2, 12, 7, 9, 4);
-    let x = randn(&mut rng, b * c * h * w);
-    let wv = randn(&mut rng, c);
-    let bv = randn(&mut rng, c);
-    let xt = gpu.upload_f32(&x, &[b, c, h, w]).unwrap();
-    let wt = gpu.upload_weight_f32(&wv, &[c]).unwrap();
-    let bt = gpu.upload_weight_f32(&bv, &[c]).unwrap();
-    for silu in [false, true] {
-        let out = norm::group_norm(&gpu, &xt, groups, Some(&wt), Some(&bt), 1e-6, silu).unwrap();
-        let want = reference::group_norm(&x, c, h * w, groups, Some(&wv), Some(&bv), 1e-6, silu);
-        check(
-            &format!("group_norm silu={silu}"),
-            &gpu.read_f32(&out).unwrap(),
-            &want,
-            1e-5,
-            seed,
-        );
+    // 8 rows (batch × groups): a workgroup per row; 64: a lane per row on
+    // software adapters.
+    for b in [2, 16] {
+        let (c, h, w, groups) = (12, 7, 9, 4);
+        let x = randn(&mut rng, b * c * h * w);
+        let wv = randn(&mut rng, c);
+        let bv = randn(&mut rng, c);
+        let xt = gpu.upload_f32(&x, &[b, c, h, w]).unwrap();
+        let wt = gpu.upload_weight_f32(&wv, &[c]).unwrap();
+        let bt = gpu.upload_weight_f32(&bv, &[c]).unwrap();
+        for silu in [false, true] {
+            let out = norm::group_norm(&gpu, &xt, groups, Some(&wt), Some(&bt), 1e-6, silu).unwrap();
+            let want = reference::group_norm(&x, c, h * w, groups, Some(&wv), Some(&bv), 1e-6, silu);
+            check(
+                &format!("group_norm batch {b} silu={silu}"),
+                &gpu.read_f32(&out).unwrap(),
+                &want,
+                1e-5,
+                seed,
+            );
+        }
     }
 }
 
@@ -86,7 +92,8 @@ fn norm_rejects_bad_shapes() {
 }
 
 /// LayerNorm and RMSNorm fused with adaLN modulation against the two
-/// references in sequence, with 3 images of 29 rows and chunked `emb`.
+/// references in sequence, with chunked `emb`: 3 images of 29 rows (a lane
+/// per row on software adapters) and 1 image of 5 (a workgroup per row).
 #[test]
 fn norms_fused_with_modulation() {
     use ras::kernels::modulate::Chunk;
@@ -94,47 +101,56 @@ fn norms_fused_with_modulation() {
     use ras::reference::modulate as modulation;
     let gpu = gpu();
     let (mut rng, seed) = rng();
-    let (b, per, d, count) = (3, 29, 45, 4);
-    let x: Vec<f32> = randn(&mut rng, b * per * d)
-        .iter()
-        .map(|v| v * 2.0 + 1.0)
-        .collect();
-    let emb = randn(&mut rng, b * count * d);
+    let (d, count) = (45, 4);
+    for (b, per) in [(1, 5), (3, 29)] {
+        let x: Vec<f32> = randn(&mut rng, b * per * d)
+            .iter()
+            .map(|v| v * 2.0 + 1.0)
+            .collect();
+        let emb = randn(&mut rng, b * count * d);
+        let w = randn(&mut rng, d);
+        let xt = gpu.upload_f32(&x, &[b, per, d]).unwrap();
+        let et = gpu.upload_f32(&emb, &[b, count * d]).unwrap();
+        let wt = gpu.upload_weight_f32(&w, &[d]).unwrap();
+        let chunk = |index| Chunk { index, count };
+        let shifted = Modulation {
+            emb: &et,
+            shift: Some(chunk(3)),
+            scale: chunk(1),
+        };
+        let got = norm::layer_norm_modulated(&gpu, &xt, shifted, 1e-6).unwrap();
+        let ln = reference::layer_norm(&x, d, None, None, 1e-6);
+        let want = modulation::modulate(&ln, &emb, b, d, count, 3, 1);
+        check(
+            &format!("layer_norm + modulate, {b}×{per} rows"),
+            &gpu.read_f32(&got).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
+        let scaled = Modulation {
+            emb: &et,
+            shift: None,
+            scale: chunk(2),
+        };
+        let got = norm::rms_norm_with(&gpu, &xt, Some(&wt), Some(scaled), 1e-6).unwrap();
+        let rms = reference::rms_norm(&x, d, Some(&w), 1e-6);
+        let want = modulation::scale_only(&rms, &emb, b, d, count, 2);
+        check(
+            &format!("rms_norm + scale, {b}×{per} rows"),
+            &gpu.read_f32(&got).unwrap(),
+            &want,
+            1e-5,
+            seed,
+        );
+    }
+    let (b, per) = (3, 29);
+    let x = randn(&mut rng, b * per * d);
     let w = randn(&mut rng, d);
-    let xt = gpu.upload_f32(&x, &[b, per, d]).unwrap();
-    let et = gpu.upload_f32(&emb, &[b, count * d]).unwrap();
-    let wt = gpu.upload_weight_f32(&w, &[d]).unwrap();
+    let et = gpu
+        .upload_f32(&randn(&mut rng, b * count * d), &[b, count * d])
+        .unwrap();
     let chunk = |index| Chunk { index, count };
-    let shifted = Modulation {
-        emb: &et,
-        shift: Some(chunk(3)),
-        scale: chunk(1),
-    };
-    let got = norm::layer_norm_modulated(&gpu, &xt, shifted, 1e-6).unwrap();
-    let ln = reference::layer_norm(&x, d, None, None, 1e-6);
-    let want = modulation::modulate(&ln, &emb, b, d, count, 3, 1);
-    check(
-        "layer_norm + modulate",
-        &gpu.read_f32(&got).unwrap(),
-        &want,
-        1e-5,
-        seed,
-    );
-    let scaled = Modulation {
-        emb: &et,
-        shift: None,
-        scale: chunk(2),
-    };
-    let got = norm::rms_norm_with(&gpu, &xt, Some(&wt), Some(scaled), 1e-6).unwrap();
-    let rms = reference::rms_norm(&x, d, Some(&w), 1e-6);
-    let want = modulation::scale_only(&rms, &emb, b, d, count, 2);
-    check(
-        "rms_norm + scale",
-        &gpu.read_f32(&got).unwrap(),
-        &want,
-        1e-5,
-        seed,
-    );
     // One emb row serves every image; three rows cannot split two images.
     let one = gpu.upload_f32(&w, &[1, d]).unwrap();
     let shared = Modulation {
@@ -155,7 +171,8 @@ fn norms_fused_with_modulation() {
     assert!(err.contains("B dividing 58 rows"), "{err}");
 }
 
-/// f16 rows in and out (statistics in f32), modulated.
+/// f16 rows in and out (statistics in f32), modulated: 26 rows (a workgroup
+/// per row) and 74 (a lane per row on software adapters).
 #[test]
 fn norm_f16_activations() {
     use ras::gpu::DType;
@@ -168,38 +185,40 @@ fn norm_f16_activations() {
         return;
     }
     let (mut rng, seed) = rng();
-    let (b, per, d) = (2, 13, 70);
-    let h: Vec<half::f16> = randn(&mut rng, b * per * d)
-        .iter()
-        .map(|&v| half::f16::from_f32(v * 3.0 + 1.0))
-        .collect();
-    let x: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
-    let xt = gpu
-        .upload_weight(bytemuck::cast_slice(&h), &[b, per, d], DType::F16)
-        .unwrap();
-    let emb = randn(&mut rng, b * 2 * d);
-    let et = gpu.upload_f32(&emb, &[b, 2 * d]).unwrap();
-    let m = Modulation {
-        emb: &et,
-        shift: Some(Chunk { index: 0, count: 2 }),
-        scale: Chunk { index: 1, count: 2 },
-    };
-    let got = norm::layer_norm_modulated(&gpu, &xt, m, 1e-6).unwrap();
-    assert_eq!(got.dtype(), DType::F16);
-    let want = modulation::modulate(
-        &reference::layer_norm(&x, d, None, None, 1e-6),
-        &emb,
-        b,
-        d,
-        2,
-        0,
-        1,
-    );
-    check(
-        "layer_norm f16 + modulate",
-        &gpu.read_f32(&got).unwrap(),
-        &want,
-        1e-3,
-        seed,
-    );
+    let (b, d) = (2, 70);
+    for per in [13, 37] {
+        let h: Vec<half::f16> = randn(&mut rng, b * per * d)
+            .iter()
+            .map(|&v| half::f16::from_f32(v * 3.0 + 1.0))
+            .collect();
+        let x: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+        let xt = gpu
+            .upload_weight(bytemuck::cast_slice(&h), &[b, per, d], DType::F16)
+            .unwrap();
+        let emb = randn(&mut rng, b * 2 * d);
+        let et = gpu.upload_f32(&emb, &[b, 2 * d]).unwrap();
+        let m = Modulation {
+            emb: &et,
+            shift: Some(Chunk { index: 0, count: 2 }),
+            scale: Chunk { index: 1, count: 2 },
+        };
+        let got = norm::layer_norm_modulated(&gpu, &xt, m, 1e-6).unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        let want = modulation::modulate(
+            &reference::layer_norm(&x, d, None, None, 1e-6),
+            &emb,
+            b,
+            d,
+            2,
+            0,
+            1,
+        );
+        check(
+            &format!("layer_norm f16 + modulate, {b}×{per} rows"),
+            &gpu.read_f32(&got).unwrap(),
+            &want,
+            1e-3,
+            seed,
+        );
+    }
 }
