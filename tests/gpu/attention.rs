@@ -123,8 +123,10 @@ fn attention_matches_reference() {
         dims(1, 130, 29, 2, 2, 40),
         dims(1, 9, 300, 2, 1, 128),
         dims(2, 5, 3, 1, 1, 19),
-        // Several query blocks of 256 per head.
+        // Several query blocks per head (workgroups of 32 lanes).
         dims(1, 600, 21, 2, 1, 16),
+        // Workgroups of 64 lanes: 250 queries fill one block of 256.
+        dims(1, 250, 40, 2, 2, 32),
     ];
     for n in cases {
         run(&gpu, &mut rng, seed, n, None, 1.0);

@@ -20,8 +20,22 @@ use wide::attention_wide;
 pub const MAX_HEAD_DIM: usize = 128;
 /// Queries per invocation, fixed by the shader's 4×4 tiles.
 const QPT: usize = 4;
-/// Invocations per workgroup (`WG`).
-const WG: usize = 64;
+/// Invocations per workgroup (`WG`) the portable kernel may take, largest
+/// first. A workgroup covers `QPT · WG` queries and lanes past the last
+/// query repeat it, so 64 alone wasted most of a short sequence's work
+/// (97 queries, a RAS step at ratio 0.25 on the demo model, used 97 of 256
+/// query slots); see [`portable_wg`].
+const WGS: [usize; 3] = [64, 32, 16];
+
+/// The workgroup size for `lq` queries: the fewest query slots, the larger
+/// size on ties (a GPU keeps whole warps busy). Each query is computed by
+/// one lane in the same order whatever the size, so results do not depend
+/// on it.
+fn portable_wg(lq: usize) -> usize {
+    let slots = |wg: usize| lq.div_ceil(wg * QPT) * wg * QPT;
+    WGS.into_iter()
+        .fold(WGS[0], |best, wg| if slots(wg) < slots(best) { wg } else { best })
+}
 
 const OP: &str = "attention";
 
@@ -335,7 +349,7 @@ pub fn attention_views_variant(
     let q_blocks = match kind {
         Variant::Coopmat => q.len.div_ceil(attention_coopmat::QUERIES),
         Variant::Tiled => q.len.div_ceil(attention_tiled::WG),
-        Variant::Portable => q.len.div_ceil(WG * QPT),
+        Variant::Portable => q.len.div_ceil(portable_wg(q.len) * QPT),
     };
     let aligned = [q.head_dim, k.offset, k.row_stride, v.offset, v.row_stride]
         .iter()
@@ -414,9 +428,22 @@ fn portable_kernel(
         .template("KV_T", storage_type(gpu, OP, k.tensor)?)
         .template("O_T", storage_type(gpu, OP, q.tensor)?)
         .constant("D", q.head_dim as u32)
-        .constant("WG", WG as u32)
+        .constant("WG", portable_wg(q.len) as u32)
         .constant("KEY_BIASED", opts.key_bias.is_some() as u32)
         .constant("CAUSAL", opts.causal.is_some() as u32)
         .constant("BIASED", opts.bias.is_some() as u32)
         .constant("ALIGNED", aligned as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::portable_wg;
+
+    #[test]
+    fn workgroup_size_leaves_fewest_idle_query_slots() {
+        // (queries, lanes): 97 = a RAS step's 64 + 33 rows on the demo model.
+        for (lq, wg) in [(256, 64), (250, 64), (97, 32), (289, 16), (600, 32), (5, 16)] {
+            assert_eq!(portable_wg(lq), wg, "{lq} queries");
+        }
+    }
 }
