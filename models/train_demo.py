@@ -600,6 +600,15 @@ def param_count(module) -> int:
 # ----------------------------------------------------------------------------- training
 
 
+def bf16_autocast(choice: str, device: torch.device) -> bool:
+    """Whether the transformer phase runs under bf16 autocast. `auto`: on CUDA, and on CPUs with
+    native bf16 matrix units (AVX512-BF16 / AMX, through oneDNN): on the 2-core development
+    machine (Sapphire Rapids) a batch-32 step takes 0.40 s instead of 0.66 s."""
+    if choice != "auto":
+        return choice == "on"
+    return device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def lr_at(step: int, total: int, warmup: int, base: float, final_frac: float = 0.1) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -876,7 +885,8 @@ def train_transformer(pipe, latents, attrs, args, device, log, t_start, checkpoi
             load(live)
 
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 3)
-    use_amp = device.type == "cuda"
+    use_amp = bf16_autocast(args.bf16, device)
+    log(f"bf16 autocast: {'on' if use_amp else 'off'} (--bf16 {args.bf16})")
     n = latents.shape[0]
     total = args.steps
     budget_s = args.time_budget_min * 60 if args.time_budget_min else None
@@ -1084,6 +1094,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--text-lr-scale", type=float, default=0.5, help="text encoders' lr / transformer lr")
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast in the transformer phase (auto: CUDA, or a CPU with bf16 matrix units)")
     ap.add_argument("--ema-decay", type=float, default=0.999, help="0 disables EMA")
     ap.add_argument("--object-weight", type=float, default=0.0,
                     help="extra loss weight on the object's latent pixels (loss = weighted mean; 0 = plain MSE): "
