@@ -11,10 +11,15 @@ use ras::gpu::{Gpu, GpuOptions};
 use ras::pipeline::{GenerateRequest, Pipeline, PipelineOptions, DEMO_MODEL};
 use ras::ras::RasConfig;
 
-/// Fewer than the CLI's 28 so the suite stays short on lavapipe; the
-/// recorded 28-step figures are in bench/RESULTS.md.
+/// For the tests other than the held-out one: fewer steps than the CLI's
+/// 28 so the suite stays short on lavapipe.
 const STEPS: usize = 20;
 const GUIDANCE: f32 = 5.0;
+/// The held-out test takes every third prompt (10 of 28, every caption
+/// form): all 28 at the CLI defaults, dense and RAS, take about 6 minutes
+/// on lavapipe. bench/RESULTS.md has the figures of all 28
+/// (`ras compare --adherence`).
+const PROMPT_STRIDE: usize = 3;
 
 fn gpu() -> Gpu {
     Gpu::new(&GpuOptions::default())
@@ -32,7 +37,7 @@ fn request(prompt: &str, seed: u64) -> GenerateRequest {
 }
 
 /// Dense and RAS adherence and shape scores and the SSIM of each RAS image
-/// against its dense image, over the held-out prompts.
+/// against its dense image, over the held-out prompts taken.
 struct Scores {
     dense: f64,
     ras: f64,
@@ -41,6 +46,18 @@ struct Scores {
     ssim: Vec<f64>,
 }
 
+impl Scores {
+    fn mean_ssim(&self) -> f64 {
+        self.ssim.iter().sum::<f64>() / self.ssim.len() as f64
+    }
+
+    fn min_ssim(&self) -> f64 {
+        self.ssim.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Prompt i of the held-out set with seed i, at the CLI defaults (the
+/// model's size, steps, guidance and RAS settings).
 fn score_held_out_prompts() -> Scores {
     let gpu = gpu();
     let options = PipelineOptions {
@@ -52,14 +69,19 @@ fn score_held_out_prompts() -> Scores {
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo_prompts.json");
     let expected = read_expected(&prompts).unwrap();
     assert!(expected.len() >= 20, "{} held-out prompts", expected.len());
-    // The model's RAS defaults (its ras_defaults.json over the SD3 example).
-    let ras = pipeline.ras_defaults(&request("", 0));
-    assert_eq!(ras.high_ratio, 0.0, "models/ras-demo/ras_defaults.json is read");
-    warm_up(&mut pipeline, &request("", 0), &ras).unwrap();
+    let defaults = pipeline.request("");
+    assert_eq!(
+        defaults.ras.high_ratio, 0.0,
+        "models/ras-demo/ras_defaults.json is read"
+    );
+    warm_up(&mut pipeline, &defaults, &defaults.ras).unwrap();
     let (mut dense_ok, mut ras_ok, mut ssim) = (0, 0, Vec::new());
     let (mut dense_shape, mut ras_shape) = (0, 0);
-    for (i, e) in expected.iter().enumerate() {
-        let c = compare(&mut pipeline, &request(&e.prompt, i as u64), &ras).unwrap();
+    let taken: Vec<_> = expected.iter().enumerate().step_by(PROMPT_STRIDE).collect();
+    for &(i, e) in &taken {
+        let mut req = pipeline.request(&e.prompt);
+        req.seed = i as u64;
+        let c = compare(&mut pipeline, &req, &req.ras).unwrap();
         let dense = palette.check(&c.dense.generation.images[0]);
         let sparse = palette.check(&c.ras.generation.images[0]);
         dense_ok += dense.passes(e) as usize;
@@ -79,7 +101,7 @@ fn score_held_out_prompts() -> Scores {
             dense
         );
     }
-    let n = expected.len() as f64;
+    let n = taken.len() as f64;
     let scores = Scores {
         dense: dense_ok as f64 / n,
         ras: ras_ok as f64 / n,
@@ -87,35 +109,47 @@ fn score_held_out_prompts() -> Scores {
         ras_shape: ras_shape as f64 / n,
         ssim,
     };
-    let mean_ssim = scores.ssim.iter().sum::<f64>() / n;
-    let min_ssim = scores.ssim.iter().copied().fold(f64::INFINITY, f64::min);
     eprintln!(
-        "adherence dense {:.3} ras {:.3}; shape dense {:.3} ras {:.3}; SSIM mean {mean_ssim:.3} min {min_ssim:.3}",
-        scores.dense, scores.ras, scores.dense_shape, scores.ras_shape
+        "{} prompts: adherence dense {:.3} ras {:.3}; shape dense {:.3} ras {:.3}; SSIM mean {:.3} min {:.3}",
+        taken.len(),
+        scores.dense,
+        scores.ras,
+        scores.dense_shape,
+        scores.ras_shape,
+        scores.mean_ssim(),
+        scores.min_ssim()
     );
     scores
 }
 
-/// From one pass over the held-out prompts: dense sampling gets background,
-/// colour and position right on at least 90% of them; RAS at its defaults
-/// keeps mean SSIM >= 0.85 against dense and the adherence score within 5
-/// points. (Issue 14's bars, at the CLI defaults: dense >= 95%, shape >=
-/// 80%, SSIM mean >= 0.90 and lowest >= 0.80, within 3 points; the shape
-/// score is printed, and the figures are in bench/RESULTS.md.)
+/// From one pass over the held-out prompts taken, at the CLI defaults:
+/// issue 14's bars: dense adherence (background, colour, position) ≥ 95%
+/// and shape ≥ 80%; RAS at the model's defaults within 3 points of dense
+/// adherence, mean SSIM against dense ≥ 0.90 and lowest ≥ 0.80.
 #[test]
 fn demo_model_follows_held_out_prompts_with_and_without_ras() {
     let s = score_held_out_prompts();
-    assert!(s.dense >= 0.9, "dense adherence {:.3} < 0.9", s.dense);
-    let mean_ssim = s.ssim.iter().sum::<f64>() / s.ssim.len() as f64;
+    assert!(s.dense >= 0.95, "dense adherence {:.3} < 0.95", s.dense);
     assert!(
-        mean_ssim >= 0.85,
-        "mean SSIM of RAS vs dense {mean_ssim:.3} < 0.85"
+        s.dense_shape >= 0.8,
+        "dense shape score {:.3} < 0.8",
+        s.dense_shape
     );
     assert!(
-        (s.dense - s.ras).abs() <= 0.05,
+        (s.dense - s.ras).abs() <= 0.03,
         "RAS adherence {:.3} vs dense {:.3}",
         s.ras,
         s.dense
+    );
+    assert!(
+        s.mean_ssim() >= 0.90,
+        "mean SSIM of RAS vs dense {:.3} < 0.90",
+        s.mean_ssim()
+    );
+    assert!(
+        s.min_ssim() >= 0.80,
+        "lowest SSIM of RAS vs dense {:.3} < 0.80",
+        s.min_ssim()
     );
 }
 
