@@ -37,7 +37,7 @@ export PYTHONUNBUFFERED=1
 python3 models/train_demo.py --device cuda --out /tmp/ras-demo \
 	--init-from /tmp/ras-demo-start --vae-from /tmp/ras-demo-start \
 	--dataset-size 20000 --steps "$STEPS" --batch-size "$BATCH" --lr 5e-4 --warmup 200 \
-	--object-weight 4 --sigma-shift 1.0 --time-budget-min "$MINUTES" --log-every 200 \
+	--object-weight 4 --sigma-dist uniform --sigma-shift 3 --time-budget-min "$MINUTES" --log-every 200 \
 	2>&1 | tee "$OUT/train.log"
 tar -cf "$OUT/ras-demo.tar" -C /tmp ras-demo
 # diffusers' own scores of the result (28 held-out prompts, the engine's default 28 steps
