@@ -185,10 +185,8 @@ fn demo_model_f16_matches_f32() {
         ..Default::default()
     };
     let mut pipeline = Pipeline::load(&gpu, DEMO_MODEL, options).unwrap();
-    let prompts = [
-        "a red circle on a blue background",
-        "two green triangles on a white background",
-    ];
+    // One prompt keeps the demo tests near 3 minutes on lavapipe.
+    let prompts = ["a red circle on a blue background"];
     let ras = pipeline.ras_defaults(&request("", 0));
     let mut generate = |req: &GenerateRequest| {
         pipeline
