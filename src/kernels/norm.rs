@@ -88,14 +88,12 @@ fn modulation_layout(op: &'static str, m: &Modulation, l: &Layout) -> Result<(us
 /// Rows up to this long take the shader's `per_lane` entry point on
 /// software adapters: a row's three passes are one lane's serial loops.
 const PER_LANE_MAX_N: usize = 4096;
-/// Fewer rows than one workgroup of lanes keep `main`, which spreads a
-/// row over 64 lanes (GroupNorm's few long rows in the VAE).
-const PER_LANE_MIN_ROWS: usize = 64;
-
 /// Whether `l` runs a lane per row (`per_lane`) rather than a workgroup per
-/// row (`main`); see shaders/norm.wgsl.
+/// row (`main`); see shaders/norm.wgsl. Never by row count: a row's
+/// result must not depend on how many rows share the launch (batched
+/// images are bit-identical to the same images alone).
 fn per_lane(gpu: &Gpu, l: &Layout) -> bool {
-    gpu.is_software() && l.n <= PER_LANE_MAX_N && l.rows >= PER_LANE_MIN_ROWS
+    gpu.is_software() && l.n <= PER_LANE_MAX_N
 }
 
 fn launch(gpu: &Gpu, op: &'static str, x: &Tensor, a: Affine, l: Layout, mode: Mode) -> Result<Tensor> {

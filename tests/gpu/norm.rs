@@ -8,9 +8,10 @@ use crate::common::{check, gpu, randn, rng};
 fn layer_norm_and_rms_norm() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
-    // On software adapters 67 rows take the lane-per-row entry point, the
-    // others a workgroup per row (kernels/norm.rs); on GPUs all the latter.
-    for (rows, d) in [(67, 45), (3, 1536), (1, 7)] {
+    // On software adapters rows up to 4096 take the lane-per-row entry
+    // point, longer ones a workgroup per row (kernels/norm.rs); on GPUs all
+    // the latter.
+    for (rows, d) in [(67, 45), (3, 1536), (1, 7), (2, 4500)] {
         // An offset mean checks that variance is taken around the mean.
         let x: Vec<f32> = randn(&mut rng, rows * d).iter().map(|v| v * 2.0 + 3.0).collect();
         let w = randn(&mut rng, d);
@@ -52,8 +53,6 @@ fn layer_norm_and_rms_norm() {
 fn group_norm_with_and_without_silu() {
     let gpu = gpu();
     let (mut rng, seed) = rng();
-    // 8 rows (batch × groups): a workgroup per row; 64: a lane per row on
-    // software adapters.
     for b in [2, 16] {
         let (c, h, w, groups) = (12, 7, 9, 4);
         let x = randn(&mut rng, b * c * h * w);
@@ -92,8 +91,8 @@ fn norm_rejects_bad_shapes() {
 }
 
 /// LayerNorm and RMSNorm fused with adaLN modulation against the two
-/// references in sequence, with chunked `emb`: 3 images of 29 rows (a lane
-/// per row on software adapters) and 1 image of 5 (a workgroup per row).
+/// references in sequence, with chunked `emb`: 3 images of 29 rows and 1
+/// image of 5.
 #[test]
 fn norms_fused_with_modulation() {
     use ras::kernels::modulate::Chunk;
@@ -171,8 +170,7 @@ fn norms_fused_with_modulation() {
     assert!(err.contains("B dividing 58 rows"), "{err}");
 }
 
-/// f16 rows in and out (statistics in f32), modulated: 26 rows (a workgroup
-/// per row) and 74 (a lane per row on software adapters).
+/// f16 rows in and out (statistics in f32), modulated: 26 rows and 74.
 #[test]
 fn norm_f16_activations() {
     use ras::gpu::DType;
