@@ -39,16 +39,32 @@ impl Gpu {
         self.inner.pool.trim()
     }
 
-    /// Bytes of device memory the backend's allocator has handed out for
-    /// this device: everything [`memory`](Self::memory) counts plus what
-    /// the pool never sees (upload, read-back and kernel-parameter buffers,
-    /// wgpu's own). A freed buffer counts until wgpu reclaims it after its
-    /// last submission, so [`sync`](Self::sync) first for a settled figure.
+    /// What the backend's allocator has handed out for this device:
+    /// everything [`memory`](Self::memory) counts plus what the pool never
+    /// sees (upload, read-back and kernel-parameter buffers, wgpu's own). A
+    /// freed buffer counts until wgpu reclaims it after its last
+    /// submission, so [`sync`](Self::sync) first for a settled figure.
     /// `None` where the backend keeps no report (only Vulkan and D3D12 do).
-    pub fn allocated_bytes(&self) -> Option<u64> {
+    pub fn allocations(&self) -> Option<Allocations> {
         self.inner
             .device
             .generate_allocator_report()
-            .map(|r| r.total_allocated_bytes)
+            .map(|r| Allocations {
+                count: r.allocations.len(),
+                bytes: r.total_allocated_bytes,
+            })
     }
+}
+
+/// The backend allocator's figures (see [`Gpu::allocations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocations {
+    /// Live allocations: one per buffer the allocator placed.
+    pub count: usize,
+    /// Their bytes, each with the alignment padding in front of it. Where a
+    /// buffer lands, and so its padding, depends on when wgpu reclaimed
+    /// the buffers of finished submits and on the allocator's free-list
+    /// order (a hash set), so the same buffers can total a few bytes more
+    /// or less from one run to the next; `count` is exact.
+    pub bytes: u64,
 }
