@@ -82,6 +82,32 @@ fn finish(row: u32, i: u32, y_in: f32) -> OUT_T {
     return OUT_T(y);
 }
 
+// The row's statistics over the elements start, start + stride, …: a
+// workgroup's lane takes every 64th, `per_lane`'s lane all of them.
+fn strided_sum(base: u32, start: u32, stride: u32) -> f32 {
+    var s = 0.0;
+    for (var i = start; i < p.n; i += stride) {
+        s += f32(x[base + i]);
+    }
+    return s;
+}
+
+fn strided_sq_dev(base: u32, start: u32, stride: u32, mean: f32) -> f32 {
+    var s2 = 0.0;
+    for (var i = start; i < p.n; i += stride) {
+        let d = f32(x[base + i]) - mean;
+        s2 += d * d;
+    }
+    return s2;
+}
+
+fn strided_write(row: u32, start: u32, stride: u32, mean: f32, inv: f32) {
+    let base = row * p.n;
+    for (var i = start; i < p.n; i += stride) {
+        out[base + i] = finish(row, i, (f32(x[base + i]) - mean) * inv);
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -93,11 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * p.n;
     var mean = 0.0;
     if !RMS {
-        var s = 0.0;
-        for (var i = lid; i < p.n; i += 64u) {
-            s += f32(x[base + i]);
-        }
-        partial_a[lid] = s;
+        partial_a[lid] = strided_sum(base, lid, 64u);
         workgroupBarrier();
         var total = 0.0;
         for (var j = 0u; j < 64u; j++) {
@@ -105,21 +127,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         mean = total / f32(p.n);
     }
-    var s2 = 0.0;
-    for (var i = lid; i < p.n; i += 64u) {
-        let d = f32(x[base + i]) - mean;
-        s2 += d * d;
-    }
-    partial_b[lid] = s2;
+    partial_b[lid] = strided_sq_dev(base, lid, 64u, mean);
     workgroupBarrier();
     var total2 = 0.0;
     for (var j = 0u; j < 64u; j++) {
         total2 += partial_b[j];
     }
-    let inv = inverseSqrt(total2 / f32(p.n) + p.eps);
-    for (var i = lid; i < p.n; i += 64u) {
-        out[base + i] = finish(row, i, (f32(x[base + i]) - mean) * inv);
-    }
+    strided_write(row, lid, 64u, mean, inverseSqrt(total2 / f32(p.n) + p.eps));
 }
 
 @compute @workgroup_size(64)
@@ -132,19 +146,8 @@ fn per_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = row * p.n;
     var mean = 0.0;
     if !RMS {
-        var s = 0.0;
-        for (var i = 0u; i < p.n; i++) {
-            s += f32(x[base + i]);
-        }
-        mean = s / f32(p.n);
+        mean = strided_sum(base, 0u, 1u) / f32(p.n);
     }
-    var s2 = 0.0;
-    for (var i = 0u; i < p.n; i++) {
-        let d = f32(x[base + i]) - mean;
-        s2 += d * d;
-    }
-    let inv = inverseSqrt(s2 / f32(p.n) + p.eps);
-    for (var i = 0u; i < p.n; i++) {
-        out[base + i] = finish(row, i, (f32(x[base + i]) - mean) * inv);
-    }
+    let s2 = strided_sq_dev(base, 0u, 1u, mean);
+    strided_write(row, 0u, 1u, mean, inverseSqrt(s2 / f32(p.n) + p.eps));
 }
