@@ -73,7 +73,7 @@ fn generate_rejects_bad_sizes_before_work() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("multiples of 8"), "{err}");
+    assert!(err.contains("width 50 must be a positive multiple of 8"), "{err}");
 }
 
 /// `--max-gpu-memory` too small: refused before any work with the estimate
@@ -231,7 +231,7 @@ fn user_errors_print_no_backtrace() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("error: ") && err.contains("positive multiples of"),
+        err.contains("error: ") && err.contains("positive multiple of"),
         "{err}"
     );
     assert!(!err.contains("backtrace") && !err.contains("Stack"), "{err}");

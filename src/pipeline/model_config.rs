@@ -143,6 +143,20 @@ impl ModelConfig {
         self.vae_config.scale_factor() * self.transformer_info.patch_size
     }
 
+    /// What is wrong with `v` as a width or height, if anything: it must be
+    /// a positive multiple of [`size_multiple`](Self::size_multiple) and
+    /// within the position table ([`max_size`](Self::max_size)).
+    pub fn side_problem(&self, v: usize) -> Option<String> {
+        let (m, max) = (self.size_multiple(), self.max_size());
+        if v == 0 || !v.is_multiple_of(m) {
+            return Some(format!(
+                "{v} must be a positive multiple of {m} (VAE factor × patch size)"
+            ));
+        }
+        (v > max)
+            .then(|| format!("{v} exceeds {max}, the largest size this transformer's position table covers"))
+    }
+
     /// Latent shape `[B, C, H/f, W/f]` of a request.
     pub fn latent_shape(&self, req: &GenerateRequest) -> [usize; 4] {
         let f = self.vae_config.scale_factor();
@@ -152,21 +166,11 @@ impl ModelConfig {
 
     /// Everything that can be checked before any work starts.
     pub fn validate(&self, req: &GenerateRequest) -> Result<()> {
-        let m = self.size_multiple();
         let bad = |msg: String| Err(Error::Invalid(msg));
-        if req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m)
-        {
-            return bad(format!(
-                "width and height must be positive multiples of {m} (VAE factor × patch size), got {}x{}",
-                req.width, req.height
-            ));
-        }
-        let grid = self.max_size();
-        if req.width > grid || req.height > grid {
-            return bad(format!(
-                "{}x{} exceeds the largest size this transformer's position table covers ({grid}x{grid})",
-                req.width, req.height
-            ));
+        for (name, v) in [("width", req.width), ("height", req.height)] {
+            if let Some(problem) = self.side_problem(v) {
+                return bad(format!("{name} {problem}"));
+            }
         }
         if req.steps == 0 || req.num_images == 0 || req.max_sequence_length == 0 {
             return bad("--steps, --num-images and --max-sequence-length must be at least 1".into());

@@ -98,14 +98,9 @@ impl Ask {
         req.height = self.height.unwrap_or(req.height);
         req.steps = self.steps.unwrap_or(req.steps);
         req.guidance = self.guidance.unwrap_or(req.guidance);
-        let m = config.size_multiple();
-        let max = config.max_size();
         for (name, v) in self.size_fields.into_iter().zip([req.width, req.height]) {
-            if v == 0 || !v.is_multiple_of(m) || v > max {
-                return Err(field(
-                    name,
-                    format!("{v} must be a positive multiple of {m} up to {max} for this model"),
-                ));
+            if let Some(problem) = config.side_problem(v) {
+                return Err(field(name, problem));
             }
         }
         if req.width * req.height > limits.max_pixels {
