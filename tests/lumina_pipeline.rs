@@ -190,5 +190,8 @@ fn bad_lumina_requests_fail_before_work() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("multiples of 16"), "{err}");
+    assert!(
+        err.contains("width 72 must be a positive multiple of 16"),
+        "{err}"
+    );
 }

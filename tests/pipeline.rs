@@ -332,11 +332,15 @@ fn bad_requests_fail_before_any_work() {
     let mut req = request("t5");
     req.width = 44; // not a multiple of 8 (VAE factor 4 × patch 2)
     let msg = pipeline.validate(&req).unwrap_err().to_string();
-    assert!(msg.contains("multiples of 8"), "{msg}");
+    assert!(msg.contains("width 44 must be a positive multiple of 8"), "{msg}");
     req.width = 8 * 64; // beyond the 16-patch position table
     let msg = pipeline.validate(&req).unwrap_err().to_string();
     assert!(msg.contains("position table"), "{msg}");
     req.width = 56;
+    let height = std::mem::replace(&mut req.height, 0);
+    let msg = pipeline.validate(&req).unwrap_err().to_string();
+    assert!(msg.contains("height 0 must be a positive multiple of 8"), "{msg}");
+    req.height = height;
     req.latents_init = Some(vec![0.0; 3]);
     assert!(pipeline
         .validate(&req)
